@@ -1,0 +1,3 @@
+"""mcu: a multipoint control unit for WebRTC sites."""
+
+__version__ = "0.1.0"

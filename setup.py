@@ -1,0 +1,21 @@
+"""Build the Cython mixing kernel; everything else is in pyproject.toml."""
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# -O3 lets GCC vectorise the inner loops; no -march so the wheel runs on any x86-64 / aarch64.
+kernel = Extension(
+    "mcu._mix",
+    ["mcu/_mix.pyx"],
+    include_dirs=[numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=["-O3"],
+)
+
+setup(
+    ext_modules=cythonize(
+        [kernel],
+        compiler_directives={"language_level": "3", "embedsignature": True},
+    )
+)
