@@ -1,0 +1,148 @@
+"""The `mcu` command: serve, token, dial, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .exceptions import McuError
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcu", description="Multipoint control unit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the MCU")
+    serve.add_argument("--config", required=True, type=Path, help="TOML config file")
+
+    commands.add_parser("token", help="print a new site token and the hash for the config")
+
+    dial = commands.add_parser("dial", help="dial a room as a site")
+    dial.add_argument("url", help="http://HOST:PORT/rooms/ROOM/sites/SITE")
+    dial.add_argument("--token", default=os.environ.get("MCU_TOKEN"),
+                      help="the site's token (default: $MCU_TOKEN)")
+    dial.add_argument("--video", type=Path, help="media file whose video is sent (looped)")
+    dial.add_argument("--audio", type=Path,
+                      help="media file whose audio is sent (looped; default: the --video file)")
+    dial.add_argument("--max-width", type=int, default=1280,
+                      help="scale sent video down to this width (default 1280)")
+    dial.add_argument("--record", type=Path, help="write what is received to this file (.mp4)")
+    dial.add_argument("--duration", type=float, default=30.0, help="seconds before hanging up")
+    dial.add_argument("--media-address", action="append", default=None,
+                      help="local address to offer as ICE host candidate (repeatable; "
+                           "default: 127.0.0.1 when the MCU is on loopback)")
+
+    demo = commands.add_parser("demo", help="run the four-site demo on 127.0.0.1")
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="options for the demo")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            return _serve(args.config)
+        if args.command == "token":
+            return _token()
+        if args.command == "dial":
+            return _run(_dial(args))
+        if args.command == "demo":
+            from .demo import main as demo_main
+
+            return demo_main(args.args)
+    except McuError as exc:
+        print(f"mcu: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _run(coro) -> int:  # type: ignore[no-untyped-def]
+    try:
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[no-any-return]
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def _serve(path: Path) -> int:
+    from .config import load_config
+    from .server import serve
+
+    config = load_config(path)
+
+    async def run() -> int:
+        await serve(config)
+        return 0
+
+    return _run(run())
+
+
+def _token() -> int:
+    from .auth import new_token
+
+    token, digest = new_token()
+    print(f"token        = {token}")
+    print(f'token_sha256 = "{digest}"')
+    print("Give the token to the site; put token_sha256 in its [rooms.<room>.sites.<site>] table.",
+          file=sys.stderr)
+    return 0
+
+
+async def _dial(args: argparse.Namespace) -> int:
+    from . import ice
+    from .dial import Call
+    from .sources import FileTrack
+
+    if not args.token:
+        raise McuError("no token: pass --token or set MCU_TOKEN")
+    addresses = args.media_address or _loopback_for(args.url)
+    if addresses:
+        ice.configure(addresses, None)
+    video = FileTrack(args.video, "video", max_width=args.max_width) if args.video else None
+    audio_file = args.audio or args.video
+    audio = FileTrack(audio_file, "audio") if audio_file and _has_audio(audio_file) else None
+    call = Call(args.url, args.token, video=video, audio=audio, record=args.record)
+    await call.connect()
+    try:
+        await asyncio.sleep(args.duration)
+        stats = await call.stats()
+    finally:
+        await call.hang_up()
+    print(f"site {stats.site}: {stats.video_frames} frames {stats.width}x{stats.height} "
+          f"({stats.fps:.1f} fps), {stats.kbps_in:.0f} kbit/s in, {stats.kbps_out:.0f} kbit/s out, "
+          f"audio {stats.audio_dbov:.1f} dBov")
+    return 0 if stats.video_frames else 1
+
+
+def _loopback_for(url: str) -> list[str]:
+    """127.0.0.1 when the MCU is on this machine's loopback (aioice skips loopback otherwise)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        return []
+    return ["127.0.0.1"] if address.is_loopback else []
+
+
+def _has_audio(path: Path) -> bool:
+    import av
+
+    with av.open(str(path)) as container:
+        return bool(container.streams.audio)

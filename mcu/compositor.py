@@ -1,0 +1,120 @@
+"""Continuous-presence canvases: the latest frame of each site scaled into its tile.
+
+One `Canvas` per output size. It keeps its pixels between ticks and redraws a tile only when what
+the tile shows has changed (a new frame, another site, another layout), so a room of still or stale
+sites costs almost nothing. Runs in the room's video clock thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from . import _mix
+
+logger = logging.getLogger(__name__)
+
+# I420 colours (Y, U, V)
+BACKGROUND = (16, 128, 128)  # canvas behind and between tiles: black
+WAITING = (48, 128, 128)  # a site present but with no recent video: dark grey
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What one tile shows: a frame, or a flat colour when `frame` is None."""
+
+    rect: tuple[int, int, int, int]
+    frame: av.VideoFrame | None
+    colour: tuple[int, int, int] = WAITING
+
+
+def planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U and V planes of a frame as 2-D uint8 arrays (converted to I420 if needed)."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    out = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        out.append(np.ascontiguousarray(rows[:, : plane.width]))
+    return out[0], out[1], out[2]
+
+
+class Canvas:
+    """An I420 canvas of a fixed size that tiles are composited into."""
+
+    def __init__(self, width: int, height: int) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"canvas size must be even, not {width}x{height}")
+        self.width = width
+        self.height = height
+        self._buffer = np.empty((height * 3 // 2, width), np.uint8)
+        self.y = self._buffer[:height]
+        chroma = self._buffer[height:].reshape(-1)
+        quarter = width * height // 4
+        self.u = chroma[:quarter].reshape(height // 2, width // 2)
+        self.v = chroma[quarter:].reshape(height // 2, width // 2)
+        self._fill((0, 0, width, height), BACKGROUND)
+        self._shown: list[Placement] = []
+        self.redrawn_tiles = 0
+
+    def _fill(self, rect: tuple[int, int, int, int], colour: tuple[int, int, int]) -> None:
+        x, y, w, h = rect
+        _mix.fill_plane(self.y, x, y, w, h, colour[0])
+        cx, cy = x // 2, y // 2
+        cw, ch = (x + w + 1) // 2 - cx, (y + h + 1) // 2 - cy
+        _mix.fill_plane(self.u, cx, cy, cw, ch, colour[1])
+        _mix.fill_plane(self.v, cx, cy, cw, ch, colour[2])
+
+    def compose(
+        self,
+        placements: Sequence[Placement],
+        plane_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+    ) -> av.VideoFrame:
+        """Draw the tiles that changed and return a new frame holding the canvas.
+
+        `plane_cache` (keyed by `id(frame)`, valid for one tick) lets canvases of several sizes
+        share the plane extraction of the same source frame.
+        """
+        cache = plane_cache if plane_cache is not None else {}
+
+        # a different set of rectangles means a new layout: clear and redraw everything
+        if [p.rect for p in placements] != [p.rect for p in self._shown]:
+            self._fill((0, 0, self.width, self.height), BACKGROUND)
+            self._shown = []
+
+        for i, placement in enumerate(placements):
+            before = self._shown[i] if i < len(self._shown) else None
+            if before is not None and _same(before, placement):
+                continue
+            self._draw(placement, cache)
+            self.redrawn_tiles += 1
+        self._shown = list(placements)
+        return av.VideoFrame.from_ndarray(self._buffer, format="yuv420p")
+
+    def _draw(
+        self,
+        placement: Placement,
+        cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
+        frame = placement.frame
+        if frame is None:
+            self._fill(placement.rect, placement.colour)
+            return
+        key = id(frame)
+        if key not in cache:
+            cache[key] = planes(frame)
+        sy, su, sv = cache[key]
+        x, y, w, h = placement.rect
+        _mix.scale_into_tile(sy, su, sv, self.y, self.u, self.v, x, y, w, h, *BACKGROUND)
+
+
+def _same(a: Placement, b: Placement) -> bool:
+    if a.rect != b.rect:
+        return False
+    if a.frame is None or b.frame is None:
+        return a.frame is None and b.frame is None and a.colour == b.colour
+    return a.frame is b.frame

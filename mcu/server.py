@@ -1,0 +1,76 @@
+"""The running MCU: rooms from the config, the HTTP front, start and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from aiortc import RTCIceServer
+
+from . import ice
+from .config import Config
+from .layout import load_layouts
+from .room import Room
+from .signaling import Signaling
+
+logger = logging.getLogger(__name__)
+
+
+class Server:
+    """Rooms plus their HTTP endpoints. `start()` listens; `close()` hangs everyone up."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.layouts = load_layouts(config.server.layouts_dir)
+        ice_servers = [
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in config.server.ice_servers
+        ]
+        self.rooms = {
+            room_id: Room(room, config.profiles, self.layouts, ice_servers)
+            for room_id, room in config.rooms.items()
+        }
+        self.signaling = Signaling(self.rooms, config.server.max_offer_bytes)
+        self.app = web.Application(client_max_size=config.server.max_offer_bytes)
+        self.app.add_routes(self.signaling.routes())
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        server = self.config.server
+        port_range = (server.rtp_port_min, server.rtp_port_max) if server.rtp_port_min else None
+        ice.configure(list(server.media_addresses), port_range)
+        for room in self.rooms.values():
+            room.start()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, server.host, server.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # the bound port when 0 was asked
+        self.port = sockets[0].getsockname()[1] if sockets else server.port
+        logger.info("listening on http://%s:%d with %d rooms", server.host, self.port,
+                    len(self.rooms))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(room.close() for room in self.rooms.values()))
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        logger.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then close every session."""
+    server = Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await server.close()

@@ -1,0 +1,97 @@
+"""Outgoing tracks: what the room's workers produce for one site, handed to its aiortc sender.
+
+The room's video and audio workers run in threads; they `offer()` frames from there. The track
+hands each frame to the event loop and keeps only a bounded backlog (the newest frame for video,
+a few 20 ms frames for audio), so a slow sender never makes memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+logger = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+AUDIO_RATE = 48000
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+class _OutgoingTrack(MediaStreamTrack):
+    """A track fed from a worker thread through a bounded backlog."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, backlog: int) -> None:
+        super().__init__()
+        self._loop = loop
+        self._frames: collections.deque[av.VideoFrame | av.AudioFrame] = collections.deque(
+            maxlen=backlog
+        )
+        self._ready = asyncio.Event()
+        self.delivered = 0
+
+    def offer(self, frame: av.VideoFrame | av.AudioFrame) -> None:
+        """Called from a worker thread; never blocks."""
+        if self.readyState != "live":
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._put, frame)
+        except RuntimeError:
+            pass  # the event loop is closing; the room is going away
+
+    def _put(self, frame: av.VideoFrame | av.AudioFrame) -> None:
+        self._frames.append(frame)  # the oldest falls out when the backlog is full
+        self._ready.set()
+
+    async def _next(self) -> av.VideoFrame | av.AudioFrame:
+        while not self._frames:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        self.delivered += 1
+        return self._frames.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+class CompositeVideoTrack(_OutgoingTrack):
+    """The composite a site sees. Frames carry the room clock's 90 kHz timestamps."""
+
+    kind = "video"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, backlog=1)
+
+    async def recv(self) -> av.VideoFrame:
+        frame = await self._next()
+        assert isinstance(frame, av.VideoFrame)
+        return frame
+
+
+class MixAudioTrack(_OutgoingTrack):
+    """The N-1 mix a site hears: mono s16 at 48 kHz in 20 ms frames, continuous timestamps."""
+
+    kind = "audio"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop, backlog=5)
+        self._samples = 0
+
+    async def recv(self) -> av.AudioFrame:
+        frame = await self._next()
+        assert isinstance(frame, av.AudioFrame)
+
+        # the encoder derives RTP timestamps from pts: keep them gapless per track
+        frame.pts = self._samples
+        frame.time_base = AUDIO_TIME_BASE
+        self._samples += frame.samples
+        return frame

@@ -1,0 +1,100 @@
+"""End to end: four real aiortc sites on loopback dial a room and each gets one composite and an
+N-1 mix. Each site sends its own flat colour and sine tone, so both can be found again in what
+every site receives."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mcu.dial import Call
+from mcu.layout import load_layout
+from mcu.sources import ColourTrack, ToneTrack
+
+from .analysis import colour_close, region_colour, tone_power
+from .conftest import LAYOUTS, room_config, site_token, url
+
+SITES = ["hq", "north", "centre", "south"]
+COLOURS = {  # I420 (Y, U, V): red, green, blue, yellow
+    "hq": (82, 90, 240),
+    "north": (145, 54, 34),
+    "centre": (41, 240, 110),
+    "south": (210, 16, 146),
+}
+TONES = {"hq": 430.0, "north": 610.0, "centre": 830.0, "south": 1070.0}
+WIDTH, HEIGHT = 320, 180
+
+
+def make_call(server, site: str) -> Call:  # type: ignore[no-untyped-def]
+    return Call(
+        url(server, "test", site),
+        site_token(site),
+        video=ColourTrack(COLOURS[site], 320, 240, fps=15),
+        audio=ToneTrack(TONES[site], amplitude=0.2),
+    )
+
+
+async def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def check_video(call: Call) -> None:
+    """Every tile of the 2x2 composite shows its site's colour, in config order."""
+    frame = call.latest_video
+    assert frame is not None, f"{call.site} received no composite"
+    assert (frame.width, frame.height) == (WIDTH, HEIGHT)
+    layout = load_layout(LAYOUTS / "2x2.toml")
+    for tile, site in zip(layout.tiles, SITES, strict=True):
+        measured = region_colour(frame, tile.rect(WIDTH, HEIGHT))
+        assert colour_close(measured, COLOURS[site]), (
+            f"{call.site} sees {measured} in {site}'s tile, expected {COLOURS[site]}"
+        )
+
+
+def check_audio(call: Call) -> None:
+    """The mix holds every other site's tone, and not the site's own."""
+    samples = call.recent_audio(1.0)
+    assert len(samples) >= 40000, f"{call.site} received only {len(samples)} samples"
+    power = {site: tone_power(samples, TONES[site]) for site in SITES}
+    others = [power[s] for s in SITES if s != call.site]
+    assert min(others) > 0, f"{call.site}: silent mix {power}"
+    assert power[call.site] < min(others) / 1000, (
+        f"{call.site} hears itself: own {power[call.site]:.3g} vs others {min(others):.3g}"
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_four_sites_see_everyone_and_hear_all_but_themselves(mcu_server) -> None:
+    server = await mcu_server(room_config(SITES, width=WIDTH, height=HEIGHT))
+    calls = {site: make_call(server, site) for site in SITES}
+    await asyncio.gather(*(call.connect() for call in calls.values()))
+    try:
+        room = server.rooms["test"]
+        await wait_until(lambda: all(s.frames_in > 10 for s in room.roster) and
+                         len(room.roster) == 4, 20, "video from all four sites")
+        await asyncio.sleep(3.0)  # composites with all four tiles, a full second of mix
+        for call in calls.values():
+            check_video(call)
+            check_audio(call)
+
+        # hang up and dial again: the new session is still kept out of its own mix
+        await calls["hq"].hang_up()
+        await wait_until(lambda: len(room.roster) == 3, 5, "the roster to drop hq")
+        assert [s.id for s in room.roster] == SITES[1:]
+        calls["hq"] = make_call(server, "hq")
+        await calls["hq"].connect()
+        await wait_until(lambda: len(room.roster) == 4 and room.sites["hq"].frames_in > 10, 20,
+                         "hq to send video again")
+        assert room.roster[0].id == "hq", "the chair goes back to the first tile"
+        await asyncio.sleep(3.0)
+        for call in calls.values():
+            check_video(call)
+            check_audio(call)
+    finally:
+        await asyncio.gather(*(call.hang_up() for call in calls.values()))
