@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 
 from mcu.dial import Call
@@ -98,3 +99,72 @@ async def test_four_sites_see_everyone_and_hear_all_but_themselves(mcu_server) -
             check_audio(call)
     finally:
         await asyncio.gather(*(call.hang_up() for call in calls.values()))
+
+
+@pytest.mark.timeout(120)
+async def test_dialling_again_replaces_the_session(mcu_server) -> None:
+    server = await mcu_server(room_config(SITES, width=WIDTH, height=HEIGHT))
+    room = server.rooms["test"]
+    first = make_call(server, "hq")
+    await first.connect()
+    await wait_until(lambda: room.sites.get("hq") is not None and room.sites["hq"].frames_in > 0,
+                     15, "hq's first session to send video")
+    first_session = room.sites["hq"].session_id
+    first_location = first.location
+
+    second = make_call(server, "hq")
+    await second.connect()
+    try:
+        assert [s.id for s in room.roster] == ["hq"]
+        assert room.sites["hq"].session_id != first_session
+        await second.wait_video(3, timeout=15)
+
+        # the replaced session is gone: hanging it up finds nothing
+        first.location = None  # hang up the first call locally only
+        await first.hang_up()
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(first_location or "",
+                                   headers={"Authorization": f"Bearer {site_token('hq')}"}) as r:
+                assert r.status == 404
+        assert [s.id for s in room.roster] == ["hq"]
+        await second.wait_video(3, timeout=10)
+    finally:
+        await second.hang_up()
+
+
+@pytest.mark.timeout(120)
+async def test_a_silent_site_keeps_its_last_frame_then_shows_an_empty_tile(mcu_server) -> None:
+    server = await mcu_server(room_config(SITES[:2], width=WIDTH, height=HEIGHT))
+    room = server.rooms["test"]
+    room.stale_after = 1.5
+    watcher = make_call(server, "hq")
+    silent_video = ColourTrack(COLOURS["north"], 320, 240, fps=15)
+    silent = Call(url(server, "test", "north"), site_token("north"), video=silent_video,
+                  audio=ToneTrack(TONES["north"], amplitude=0.2))
+    await asyncio.gather(watcher.connect(), silent.connect())
+    layout = load_layout(LAYOUTS / "2x2.toml")
+    north_tile = layout.tiles[1].rect(WIDTH, HEIGHT)
+    try:
+        await wait_until(lambda: len(room.roster) == 2 and room.sites["north"].frames_in > 5, 15,
+                         "north's video")
+        await asyncio.sleep(1.0)
+        assert colour_close(region_colour(watcher.latest_video, north_tile), COLOURS["north"])
+
+        # north's camera stops; its session stays up
+        silent_video.stop()
+        stopped = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.8)
+        assert colour_close(region_colour(watcher.latest_video, north_tile), COLOURS["north"]), (
+            "the last frame is kept while the site is only briefly silent"
+        )
+        await wait_until(
+            lambda: colour_close(region_colour(watcher.latest_video, north_tile), (48, 128, 128)),
+            10, "north's tile to turn empty")
+        elapsed = asyncio.get_running_loop().time() - stopped
+        assert 1.0 < elapsed < 5.0, elapsed
+        assert [s.id for s in room.roster] == ["hq", "north"]
+        before = watcher.video_frames
+        await asyncio.sleep(1.0)
+        assert watcher.video_frames - before >= 10, "the silent site never delays the clock"
+    finally:
+        await asyncio.gather(watcher.hang_up(), silent.hang_up())
