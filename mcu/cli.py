@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     dial.add_argument("--max-width", type=int, default=1280,
                       help="scale sent video down to this width (default 1280)")
     dial.add_argument("--record", type=Path, help="write what is received to this file (.mp4)")
+    dial.add_argument("--codec", choices=["vp8", "h264"],
+                      help="video codec to prefer (default: aiortc's order, VP8 first)")
     dial.add_argument("--duration", type=float, default=30.0, help="seconds before hanging up")
     dial.add_argument("--media-address", action="append", default=None,
                       help="local address to offer as ICE host candidate (repeatable; "
@@ -119,6 +121,12 @@ async def _dial(args: argparse.Namespace) -> int:
     audio_file = args.audio or args.video
     audio = FileTrack(audio_file, "audio") if audio_file and _has_audio(audio_file) else None
     call = Call(args.url, args.token, video=video, audio=audio, record=args.record)
+    if args.codec:
+        from aiortc import RTCRtpSender
+
+        wanted = f"video/{args.codec}".lower()
+        call.video_codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs
+                             if c.mimeType.lower() == wanted]
     await call.connect()
     try:
         await asyncio.sleep(args.duration)

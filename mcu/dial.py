@@ -19,7 +19,13 @@ from urllib.parse import urljoin
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .exceptions import DialError
@@ -76,6 +82,8 @@ class Call:
         self._record_path = Path(record) if record else None
         self._ice_servers = ice_servers or []
         self.location: str | None = None
+        self.video_codecs: list[RTCRtpCodecCapability] = []  # preference order; empty: aiortc's
+        self.answer_sdp: str | None = None
         self.latest_video: av.VideoFrame | None = None
         self.video_frames = 0
         self.audio_frames = 0
@@ -100,9 +108,11 @@ class Call:
         # one sendrecv transceiver per kind; without a source the site only receives
         for kind, track in (("audio", self._audio_out), ("video", self._video_out)):
             if track is not None:
-                pc.addTransceiver(track, direction="sendrecv")
+                transceiver = pc.addTransceiver(track, direction="sendrecv")
             else:
-                pc.addTransceiver(kind, direction="recvonly")
+                transceiver = pc.addTransceiver(kind, direction="recvonly")
+            if kind == "video" and self.video_codecs:
+                transceiver.setCodecPreferences(self.video_codecs)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -122,9 +132,24 @@ class Call:
                     await self._close_pc()
                     raise DialError(f"{self.url}: {reply.status} {body.strip()}")
                 self.location = urljoin(self.url, reply.headers["Location"])
+        self.answer_sdp = body
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         self._connected_at = time.monotonic()
         logger.info("site=%s connected, session %s", self.site, self.location)
+
+    @property
+    def negotiated_video_codec(self) -> str | None:
+        """MIME type of the video codec the MCU chose in its answer (first in its m=video)."""
+        if self.answer_sdp is None:
+            return None
+        first: str | None = None
+        for line in self.answer_sdp.splitlines():
+            if line.startswith("m=video"):
+                parts = line.split()
+                first = parts[3] if len(parts) > 3 else None
+            elif first and line.startswith(f"a=rtpmap:{first} "):
+                return "video/" + line.split()[1].split("/")[0]
+        return None
 
     async def hang_up(self, timeout: float = 5.0) -> None:
         """DELETE the session, close the peer connection and finish the recording."""

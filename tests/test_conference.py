@@ -168,3 +168,25 @@ async def test_a_silent_site_keeps_its_last_frame_then_shows_an_empty_tile(mcu_s
         assert watcher.video_frames - before >= 10, "the silent site never delays the clock"
     finally:
         await asyncio.gather(watcher.hang_up(), silent.hang_up())
+
+
+@pytest.mark.timeout(120)
+async def test_a_site_that_prefers_h264_gets_h264(mcu_server) -> None:
+    from aiortc import RTCRtpSender
+
+    server = await mcu_server(room_config(SITES[:2], width=WIDTH, height=HEIGHT))
+    call = make_call(server, "hq")
+    other = make_call(server, "north")
+    h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType == "video/H264"]
+    call.video_codecs = h264
+    await asyncio.gather(call.connect(), other.connect())
+    try:
+        await call.wait_video(10, timeout=20)
+        assert call.negotiated_video_codec == "video/H264"
+        await asyncio.sleep(1.0)
+        layout = load_layout(LAYOUTS / "2x2.toml")
+        measured = region_colour(call.latest_video, layout.tiles[1].rect(WIDTH, HEIGHT))
+        assert colour_close(measured, COLOURS["north"]), measured
+    finally:
+        await asyncio.gather(call.hang_up(), other.hang_up())

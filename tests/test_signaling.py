@@ -123,3 +123,19 @@ async def test_health_reports_sites_present(mcu_server) -> None:
         async with http.get(f"http://127.0.0.1:{server.port}/health") as reply:
             assert reply.status == 200
             assert await reply.json() == {"status": "ok", "sites_present": {"test": 0}}
+
+
+@pytest.mark.timeout(60)
+async def test_answer_offers_only_the_configured_address_and_port_range(mcu_server) -> None:
+    server = await mcu_server(room_config(SITES))
+    async with aiohttp.ClientSession() as http:
+        status, answer = await post(http, url(server, "test", "north"), await real_offer(),
+                                    site_token("north"))
+    assert status == 201, answer
+    candidates = [line.split() for line in answer.splitlines() if line.startswith("a=candidate:")]
+    assert candidates, "a non-trickle answer carries its candidates"
+    for fields in candidates:
+        address, port, kind = fields[4], int(fields[5]), fields[7]
+        assert (address, kind) == ("127.0.0.1", "host")
+        assert 42000 <= port <= 42999
+    await server.rooms["test"].close()

@@ -1,0 +1,656 @@
+"""The compiled kernel `mcu._mix` against its numpy reference `mcu._mix_ref`, and by hand."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from mcu import _mix, _mix_ref
+
+Planes = tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]
+
+SENTINEL = 0xA5
+FEW = settings(max_examples=100, deadline=None)
+SOME = settings(max_examples=300, deadline=None)
+
+
+def noise(h: int, w: int, seed: int = 0) -> NDArray[np.uint8]:
+    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
+
+
+def smooth(h: int, w: int, seed: int = 0) -> NDArray[np.uint8]:
+    """A gradient with noise on top: closer to a camera picture than pure noise."""
+    rows = np.linspace(0, 160, h)[:, None]
+    cols = np.linspace(0, 80, w)[None, :]
+    grain = np.random.default_rng(seed).integers(0, 16, (h, w))
+    return (rows + cols + grain).astype(np.uint8)
+
+
+def i420(w: int, h: int, seed: int = 0) -> Planes:
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    return noise(h, w, seed), noise(ch, cw, seed + 1), noise(ch, cw, seed + 2)
+
+
+def blank_canvas(w: int, h: int) -> Planes:
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    return (
+        np.full((h, w), SENTINEL, np.uint8),
+        np.full((ch, cw), SENTINEL, np.uint8),
+        np.full((ch, cw), SENTINEL, np.uint8),
+    )
+
+
+def max_diff(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> int:
+    return int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max(initial=0))
+
+
+def outside(plane: NDArray[np.uint8], x: int, y: int, w: int, h: int) -> NDArray[np.uint8]:
+    """The samples of `plane` that are not in rectangle (x, y, w, h)."""
+    mask = np.ones(plane.shape, bool)
+    mask[y : y + h, x : x + w] = False
+    return plane[mask]
+
+
+# ---------------------------------------------------------------------------------------------
+# scale_plane
+
+
+@pytest.mark.parametrize(
+    ("src_hw", "dst_hw"),
+    [
+        ((480, 640), (120, 160)),  # shrink by an integer factor
+        ((479, 641), (200, 300)),  # shrink by fractional factors, odd source
+        ((36, 44), (100, 150)),  # enlarge
+        ((143, 175), (480, 640)),  # enlarge, odd source
+        ((90, 60), (45, 200)),  # shrink rows, enlarge columns
+        ((30, 300), (77, 101)),  # enlarge rows, shrink columns
+        ((1, 1), (5, 9)),
+        ((7, 1), (1, 4)),
+    ],
+)
+def test_scale_plane_matches_reference(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int]
+) -> None:
+    src = smooth(*src_hw)
+    h, w = dst_hw
+    got = np.zeros((h + 3, w + 5), np.uint8)
+    want = got.copy()
+    _mix.scale_plane(src, got, 2, 1, w, h)
+    _mix_ref.scale_plane(src, want, 2, 1, w, h)
+    assert max_diff(got, want) <= 1
+
+
+def test_scale_plane_identity_copies_exactly() -> None:
+    src = noise(31, 47)
+    dst = np.zeros((40, 50), np.uint8)
+    _mix.scale_plane(src, dst, 3, 9, 47, 31)
+    np.testing.assert_array_equal(dst[9:40, 3:50], src)
+
+
+def test_halving_is_the_mean_of_each_2x2_block() -> None:
+    src = noise(64, 96, seed=5)
+    blocks = src.astype(np.float64).reshape(32, 2, 48, 2).mean(axis=(1, 3))
+    dst = np.zeros((32, 48), np.uint8)
+    _mix.scale_plane(src, dst, 0, 0, 48, 32)
+    np.testing.assert_array_equal(dst, np.floor(blocks + 0.5).astype(np.uint8))
+
+
+def test_scale_plane_hand_values() -> None:
+    # shrink 3 -> 2: [0, 1.5) and [1.5, 3) of (0, 10, 20) average to 10/3 and 50/3
+    row = np.array([[0, 10, 20]], np.uint8)
+    dst = np.zeros((1, 2), np.uint8)
+    _mix.scale_plane(row, dst, 0, 0, 2, 1)
+    assert dst.tolist() == [[3, 17]]
+
+    # enlarge 2 -> 4: centres map to -0.25 (clamped), 0.25, 0.75, 1.25 (clamped)
+    row = np.array([[0, 100]], np.uint8)
+    dst = np.zeros((1, 4), np.uint8)
+    _mix.scale_plane(row, dst, 0, 0, 4, 1)
+    assert dst.tolist() == [[0, 25, 75, 100]]
+
+    # exact halves round up
+    column = np.array([[0], [1]], np.uint8)
+    dst = np.zeros((1, 1), np.uint8)
+    _mix.scale_plane(column, dst, 0, 0, 1, 1)
+    assert dst[0, 0] == 1
+    _mix.scale_plane(np.array([[254, 255]], np.uint8), dst, 0, 0, 1, 1)
+    assert dst[0, 0] == 255
+
+
+@SOME
+@given(
+    src_h=st.integers(1, 40),
+    src_w=st.integers(1, 40),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    x=st.integers(0, 5),
+    y=st.integers(0, 5),
+    pad=st.integers(0, 9),
+    seed=st.integers(0, 2**16),
+)
+def test_scale_plane_property(
+    src_h: int, src_w: int, h: int, w: int, x: int, y: int, pad: int, seed: int
+) -> None:
+    # both planes are views into wider buffers, so row stride != width
+    src = noise(src_h, src_w + pad, seed)[:, :src_w]
+    big = np.full((y + h + 2, x + w + 3 + pad), SENTINEL, np.uint8)
+    dst = big[:, : x + w + 3]
+    want = dst.copy()
+    _mix.scale_plane(src, dst, x, y, w, h)
+    _mix_ref.scale_plane(np.ascontiguousarray(src), want, x, y, w, h)
+    assert max_diff(dst, want) <= 1
+    assert (outside(big, x, y, w, h) == SENTINEL).all()
+
+
+@FEW
+@given(
+    src_h=st.integers(1, 60),
+    src_w=st.integers(1, 60),
+    h=st.integers(1, 60),
+    w=st.integers(1, 60),
+    value=st.integers(0, 255),
+)
+def test_flat_plane_stays_flat(src_h: int, src_w: int, h: int, w: int, value: int) -> None:
+    src = np.full((src_h, src_w), value, np.uint8)
+    dst = np.zeros((h, w), np.uint8)
+    _mix.scale_plane(src, dst, 0, 0, w, h)
+    assert (dst == value).all()
+
+
+def test_scale_plane_accepts_read_only_source() -> None:
+    src = noise(20, 30)
+    src.flags.writeable = False
+    dst = np.zeros((10, 15), np.uint8)
+    _mix.scale_plane(src, dst, 0, 0, 15, 10)
+    want = np.zeros_like(dst)
+    _mix_ref.scale_plane(src, want, 0, 0, 15, 10)
+    assert max_diff(dst, want) <= 1
+
+
+@pytest.mark.parametrize(
+    ("rect", "named"),
+    [
+        ((0, 0, 0, 5), "w=0"),
+        ((0, 0, 5, 0), "h=0"),
+        ((-1, 0, 5, 5), "x=-1"),
+        ((0, -2, 5, 5), "y=-2"),
+        ((6, 0, 5, 5), "x=6"),
+        ((0, 0, 5, 11), "h=11"),
+    ],
+)
+def test_scale_and_fill_reject_bad_rectangles(rect: tuple[int, int, int, int], named: str) -> None:
+    dst = np.zeros((10, 10), np.uint8)
+    with pytest.raises(ValueError, match=named):
+        _mix.scale_plane(noise(4, 4), dst, *rect)
+    with pytest.raises(ValueError, match=named):
+        _mix.fill_plane(dst, *rect, 7)
+    assert (dst == 0).all()
+
+
+def test_scale_plane_rejects_empty_source() -> None:
+    dst = np.zeros((10, 10), np.uint8)
+    with pytest.raises(ValueError, match="0x4"):
+        _mix.scale_plane(np.zeros((4, 0), np.uint8), dst, 0, 0, 5, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# fill_plane
+
+
+@FEW
+@given(
+    x=st.integers(0, 10),
+    y=st.integers(0, 10),
+    w=st.integers(1, 10),
+    h=st.integers(1, 10),
+    value=st.integers(0, 255),
+)
+def test_fill_plane_writes_only_its_rectangle(x: int, y: int, w: int, h: int, value: int) -> None:
+    big = np.full((21, 27), SENTINEL, np.uint8)
+    dst = big[:, :22]
+    _mix.fill_plane(dst, x, y, w, h, value)
+    assert (big[y : y + h, x : x + w] == value).all()
+    assert (outside(big, x, y, w, h) == SENTINEL).all()
+
+
+@pytest.mark.parametrize("value", [-1, 256])
+def test_fill_plane_rejects_values_outside_a_byte(value: int) -> None:
+    with pytest.raises(ValueError, match=str(value)):
+        _mix.fill_plane(np.zeros((4, 4), np.uint8), 0, 0, 2, 2, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# fit_rect
+
+
+def test_fit_rect_letterbox_and_pillarbox() -> None:
+    assert _mix.fit_rect(1920, 1080, 0, 0, 640, 640) == (0, 140, 640, 360)
+    assert _mix.fit_rect(640, 480, 100, 20, 640, 360) == (180, 20, 480, 360)
+    assert _mix.fit_rect(352, 288, 10, 10, 352, 288) == (10, 10, 352, 288)
+
+
+@SOME
+@given(
+    src_w=st.integers(1, 4000),
+    src_h=st.integers(1, 4000),
+    x=st.integers(0, 300),
+    y=st.integers(0, 300),
+    w=st.integers(1, 2000),
+    h=st.integers(1, 2000),
+)
+def test_fit_rect_property(src_w: int, src_h: int, x: int, y: int, w: int, h: int) -> None:
+    ix, iy, iw, ih = _mix.fit_rect(src_w, src_h, x, y, w, h)
+
+    # inside the tile, never empty, touching two opposite sides
+    assert 1 <= iw <= w and 1 <= ih <= h
+    assert x <= ix and ix + iw <= x + w
+    assert y <= iy and iy + ih <= y + h
+    assert iw == w or ih == h
+
+    # the source's shape within two pixels
+    exact_w, exact_h = _mix_ref.exact_fit(src_w, src_h, w, h)
+    assert abs(iw - exact_w) <= 2 and abs(ih - exact_h) <= 2
+
+    # centred: the image's centre within 1.5 pixels of the tile's
+    assert abs((ix + iw / 2) - (x + w / 2)) <= 1.5
+    assert abs((iy + ih / 2) - (y + h / 2)) <= 1.5
+
+    # even tiles give even rectangles, except a side squeezed to a single pixel
+    if x % 2 == 0 and y % 2 == 0 and w % 2 == 0 and h % 2 == 0:
+        assert ix % 2 == 0 and iy % 2 == 0
+        assert iw % 2 == 0 or iw == 1
+        assert ih % 2 == 0 or ih == 1
+
+
+def test_fit_rect_tiny_tiles() -> None:
+    assert _mix.fit_rect(1920, 1080, 0, 0, 1, 1) == (0, 0, 1, 1)
+    assert _mix.fit_rect(1920, 1080, 4, 4, 2, 2) == (4, 4, 2, 2)  # 1.125 -> 2
+    assert _mix.fit_rect(1920, 1080, 5, 4, 2, 2) == (5, 4, 2, 1)  # 1.125 -> 1
+    assert _mix.fit_rect(1, 1000, 0, 0, 2, 2) == (0, 0, 1, 2)  # 0.002 -> 1
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [((0, 10, 0, 0, 5, 5), "0x10"), ((10, 10, 0, 0, 5, 0), "5x0"), ((4, 3, -1, 0, 5, 5), "-1")],
+)
+def test_fit_rect_rejects(args: tuple[int, ...], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        _mix.fit_rect(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# scale_into_tile
+
+
+def check_tile(
+    src: Planes,
+    canvas_wh: tuple[int, int],
+    tile: tuple[int, int, int, int],
+    bg: tuple[int, int, int] = (16, 128, 128),
+) -> tuple[Planes, tuple[int, int, int, int]]:
+    """Place `src` into `tile` of a sentinel canvas; compare with the reference; guard bytes."""
+    canvas = blank_canvas(*canvas_wh)
+    image = _mix.scale_into_tile(*src, *canvas, *tile, *bg)
+    assert image == _mix.fit_rect(src[0].shape[1], src[0].shape[0], *tile)
+
+    want = blank_canvas(*canvas_wh)
+    _mix_ref.scale_into_tile(src, want, tile, image, bg)
+    for got_plane, want_plane in zip(canvas, want):
+        assert max_diff(got_plane, want_plane) <= 1
+
+    # nothing outside the tile (luma) or its chroma rectangle was touched
+    assert (outside(canvas[0], *tile) == SENTINEL).all()
+    chroma = _mix_ref.chroma_rect(*tile)
+    assert (outside(canvas[1], *chroma) == SENTINEL).all()
+    assert (outside(canvas[2], *chroma) == SENTINEL).all()
+    return canvas, image
+
+
+@pytest.mark.parametrize(
+    ("src_wh", "tile"),
+    [
+        ((641, 479), (0, 0, 640, 360)),
+        ((641, 479), (321, 181, 319, 179)),
+        ((175, 143), (3, 7, 300, 100)),
+        ((175, 143), (0, 0, 1280, 720)),
+        ((1, 1), (5, 3, 40, 30)),
+        ((1, 1), (1, 1, 1, 1)),
+        ((176, 144), (639, 359, 1, 1)),
+        ((1920, 1080), (10, 11, 2, 3)),
+    ],
+)
+def test_scale_into_tile_odd_sizes(
+    src_wh: tuple[int, int], tile: tuple[int, int, int, int]
+) -> None:
+    check_tile(i420(*src_wh), (1280, 720), tile)
+
+
+@SOME
+@given(
+    src_w=st.integers(1, 48),
+    src_h=st.integers(1, 48),
+    canvas_w=st.integers(1, 64),
+    canvas_h=st.integers(1, 64),
+    data=st.data(),
+)
+def test_scale_into_tile_property(
+    src_w: int, src_h: int, canvas_w: int, canvas_h: int, data: st.DataObject
+) -> None:
+    x = data.draw(st.integers(0, canvas_w - 1), label="x")
+    y = data.draw(st.integers(0, canvas_h - 1), label="y")
+    w = data.draw(st.integers(1, canvas_w - x), label="w")
+    h = data.draw(st.integers(1, canvas_h - y), label="h")
+    bg = data.draw(st.tuples(*[st.integers(0, 255)] * 3), label="bg")
+    check_tile(i420(src_w, src_h, seed=src_w * 64 + src_h), (canvas_w, canvas_h), (x, y, w, h), bg)
+
+
+@pytest.mark.parametrize(
+    ("src_wh", "tile"),
+    [
+        ((1920, 1080), (40, 60, 640, 640)),
+        ((480, 640), (0, 0, 640, 360)),
+        ((175, 143), (2, 4, 90, 90)),
+    ],
+)
+def test_letterbox_bars_and_flat_colour(
+    src_wh: tuple[int, int], tile: tuple[int, int, int, int]
+) -> None:
+    colour = (81, 90, 240)  # a red in BT.601
+    bg = (16, 128, 128)
+    sw, sh = src_wh
+    src = (
+        np.full((sh, sw), colour[0], np.uint8),
+        np.full(((sh + 1) // 2, (sw + 1) // 2), colour[1], np.uint8),
+        np.full(((sh + 1) // 2, (sw + 1) // 2), colour[2], np.uint8),
+    )
+    canvas, image = check_tile(src, (800, 800), tile, bg)
+    ix, iy, iw, ih = image
+
+    # the image has the source's shape; a real bar exists on one axis
+    exact_w, exact_h = _mix_ref.exact_fit(sw, sh, tile[2], tile[3])
+    assert abs(iw - exact_w) <= 2 and abs(ih - exact_h) <= 2
+    assert (iw, ih) != tile[2:]
+
+    # inside the image: exactly the colour; in the tile around it: exactly the background
+    for index, (plane, value, fill) in enumerate(zip(canvas, colour, bg)):
+        inner = image if index == 0 else _mix_ref.chroma_rect(*image)
+        outer = tile if index == 0 else _mix_ref.chroma_rect(*tile)
+        px, py, pw, ph = inner
+        assert (plane[py : py + ph, px : px + pw] == value).all()
+        ox, oy, ow, oh = outer
+        around = outside(plane[oy : oy + oh, ox : ox + ow], px - ox, py - oy, pw, ph)
+        assert around.size > 0
+        assert (around == fill).all()
+
+
+def test_scale_into_tile_padded_planes() -> None:
+    # PyAV planes have a line size larger than the width: use views into wider buffers
+    sy, su, sv = i420(175, 143, seed=9)
+    padded = [np.pad(p, ((0, 0), (0, 13)), constant_values=3) for p in (sy, su, sv)]
+    src = (padded[0][:, :175], padded[1][:, :88], padded[2][:, :88])
+    bigs = (
+        np.full((360, 704), SENTINEL, np.uint8),
+        np.full((180, 384), SENTINEL, np.uint8),
+        np.full((180, 384), SENTINEL, np.uint8),
+    )
+    canvas = (bigs[0][:, :640], bigs[1][:, :320], bigs[2][:, :320])
+    tile = (101, 51, 300, 200)
+    image = _mix.scale_into_tile(*src, *canvas, *tile)
+
+    want = blank_canvas(640, 360)
+    _mix_ref.scale_into_tile((sy, su, sv), want, tile, image)
+    for got_plane, want_plane in zip(canvas, want):
+        assert max_diff(got_plane, want_plane) <= 1
+    assert (bigs[0][:, 640:] == SENTINEL).all()
+    assert (bigs[1][:, 320:] == SENTINEL).all() and (bigs[2][:, 320:] == SENTINEL).all()
+
+
+def test_scale_into_tile_rejects_bad_planes() -> None:
+    sy, su, sv = i420(64, 48)
+    canvas = blank_canvas(320, 240)
+    with pytest.raises(ValueError, match="source"):
+        _mix.scale_into_tile(sy, su[:-1], sv, *canvas, 0, 0, 160, 120)
+    with pytest.raises(ValueError, match="canvas"):
+        _mix.scale_into_tile(sy, su, sv, canvas[0], canvas[1][:, :-1], canvas[2], 0, 0, 16, 16)
+    with pytest.raises(ValueError, match="x=300"):
+        _mix.scale_into_tile(sy, su, sv, *canvas, 300, 0, 160, 120)
+    with pytest.raises(ValueError, match="bg_u"):
+        _mix.scale_into_tile(sy, su, sv, *canvas, 0, 0, 16, 16, 16, 300, 128)
+    assert all((plane == SENTINEL).all() for plane in canvas)
+
+
+# ---------------------------------------------------------------------------------------------
+# mix_minus, mix_all, levels_dbov
+
+pcm = st.integers(-32768, 32767)
+
+
+@SOME
+@given(
+    rows=st.integers(1, 12).flatmap(
+        lambda n: st.lists(st.lists(pcm, min_size=8, max_size=8), min_size=n, max_size=n)
+    )
+)
+def test_mixes_match_reference(rows: list[list[int]]) -> None:
+    inputs = np.array(rows, np.int16)
+    got = np.empty_like(inputs)
+    want = np.empty_like(inputs)
+    _mix.mix_minus(inputs, got)
+    _mix_ref.mix_minus(inputs, want)
+    np.testing.assert_array_equal(got, want)
+
+    got_row = np.empty(inputs.shape[1], np.int16)
+    want_row = np.empty_like(got_row)
+    _mix.mix_all(inputs, got_row)
+    _mix_ref.mix_all(inputs, want_row)
+    np.testing.assert_array_equal(got_row, want_row)
+
+
+def test_mix_minus_hand_values_without_wraparound() -> None:
+    inputs = np.array(
+        [[32767, -32768, 100], [32767, -32768, -300], [-32768, 32767, 7]], np.int16
+    )
+    out = np.empty_like(inputs)
+    _mix.mix_minus(inputs, out)
+    # column 0: sites 0 and 1 hear 32767 - 32768; site 2 hears 65534, clipped
+    # column 1: sites 0 and 1 hear -32768 + 32767; site 2 hears -65536, clipped
+    assert out.tolist() == [[-1, -1, -293], [-1, -1, 107], [32767, -32768, -200]]
+    row = np.empty(3, np.int16)
+    _mix.mix_all(inputs, row)
+    assert row.tolist() == [32766, -32768, -193]
+
+
+@pytest.mark.parametrize("value", [32767, -32768])
+def test_a_thousand_full_scale_sites_saturate(value: int) -> None:
+    inputs = np.full((1000, 960), value, np.int16)
+    out = np.zeros_like(inputs)
+    _mix.mix_minus(inputs, out)
+    assert (out == value).all()
+    row = np.zeros(960, np.int16)
+    _mix.mix_all(inputs, row)
+    assert (row == value).all()
+
+
+def test_a_thousand_sites_that_cancel() -> None:
+    # 500 sites at +32767 and 500 at -32768: the running sum swings far outside int16, the
+    # total is -500, so the loud sites hear -33267 (clipped) and the others -500 + 32768
+    inputs = np.empty((1000, 960), np.int16)
+    inputs[0::2] = 32767
+    inputs[1::2] = -32768
+    out = np.empty_like(inputs)
+    _mix.mix_minus(inputs, out)
+    assert (out[0::2] == -32768).all()
+    assert (out[1::2] == 32268).all()
+    row = np.empty(960, np.int16)
+    _mix.mix_all(inputs, row)
+    assert (row == -500).all()
+
+
+def test_mix_minus_leaves_out_each_sites_own_bit() -> None:
+    # site j sends 2**j: everyone's sum has bits 0..14 set, and site i must miss exactly bit i
+    n = 15
+    inputs = np.repeat((1 << np.arange(n, dtype=np.int64))[:, None], 160, axis=1).astype(np.int16)
+    out = np.empty_like(inputs)
+    _mix.mix_minus(inputs, out)
+    for i in range(n):
+        assert (out[i] == (2**n - 1) - 2**i).all()
+
+
+def test_mix_minus_output_holds_no_trace_of_own_voice() -> None:
+    # sites sing sines of distinct whole-cycle frequencies, orthogonal over the 20 ms frame
+    n, samples = 8, 960
+    t = np.arange(samples)
+    voices = np.array([3000 * np.sin(2 * np.pi * (5 + 7 * j) * t / samples) for j in range(n)])
+    inputs = np.round(voices).astype(np.int16)
+    out = np.empty_like(inputs)
+    _mix.mix_minus(inputs, out)
+    energy = (voices * voices).sum(axis=1)
+    for i in range(n):
+        heard = out[i].astype(np.float64) @ voices.T / energy
+        assert abs(heard[i]) < 1e-3
+        assert np.allclose(np.delete(heard, i), 1.0, atol=1e-3)
+
+
+def test_a_single_site_hears_silence() -> None:
+    inputs = noise(1, 960).astype(np.int16) * 100
+    out = np.full_like(inputs, 5)
+    _mix.mix_minus(inputs, out)
+    assert (out == 0).all()
+    row = np.empty(960, np.int16)
+    _mix.mix_all(inputs, row)
+    np.testing.assert_array_equal(row, inputs[0])
+
+
+def test_mix_shapes_are_checked() -> None:
+    inputs = np.zeros((3, 960), np.int16)
+    with pytest.raises(ValueError, match="960"):
+        _mix.mix_minus(inputs, np.zeros((3, 480), np.int16))
+    with pytest.raises(ValueError, match="480"):
+        _mix.mix_all(inputs, np.zeros(480, np.int16))
+    with pytest.raises(ValueError, match="2 entries"):
+        _mix.levels_dbov(inputs, np.zeros(2))
+
+
+def test_levels_of_known_signals() -> None:
+    t = np.arange(960)
+    square = np.where((t // 48) % 2 == 0, 32767, -32768)
+    sine = np.round(0.1 * 32768 * np.sin(2 * np.pi * 1000 * t / 48000))
+    one_lsb = np.zeros(960)
+    one_lsb[100] = 1
+    inputs = np.array([square, sine, np.zeros(960), one_lsb], np.int16)
+    out = np.empty(4)
+    _mix.levels_dbov(inputs, out)
+    assert abs(out[0]) < 0.01
+    assert abs(out[1] - (-20.0 - 10 * math.log10(2))) < 0.05  # -23.01 dBov
+    assert out[2] == -127.0
+    assert abs(out[3] - 20 * math.log10(math.sqrt(1 / 960) / 32768)) < 1e-9  # about -120 dBov
+
+
+def test_levels_floor_at_minus_127() -> None:
+    # one LSB in a million samples is about -150 dBov: floored
+    inputs = np.zeros((1, 1_000_000), np.int16)
+    inputs[0, 0] = 1
+    out = np.empty(1)
+    _mix.levels_dbov(inputs, out)
+    assert out[0] == -127.0
+
+
+@FEW
+@given(rows=st.lists(st.lists(pcm, min_size=16, max_size=16), min_size=1, max_size=8))
+def test_levels_match_reference(rows: list[list[int]]) -> None:
+    inputs = np.array(rows, np.int16)
+    got = np.empty(len(rows))
+    want = np.empty(len(rows))
+    _mix.levels_dbov(inputs, got)
+    _mix_ref.levels_dbov(inputs, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# the GIL is released while the kernel works
+
+
+def ticks_inside_calls(work: Callable[[int], object], workers: int, calls: int) -> list[int]:
+    """Run `work(worker)` `calls` times in each of `workers` threads while a Python thread ticks.
+
+    Returns, per call, how many ticks fell in the middle third of that call's wall-clock span.
+    A call that held the GIL throughout gets none: the ticker needs the GIL to record a tick, and
+    only the edges of the span (before the call starts, after it returns) are open to it.
+    """
+    stamps: list[float] = []
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            stamps.append(time.monotonic())
+            time.sleep(0.0002)
+
+    def run(worker: int) -> None:
+        for _ in range(calls):
+            start = time.monotonic()
+            work(worker)
+            end = time.monotonic()
+            with lock:
+                spans.append((start, end))
+
+    ticker = threading.Thread(target=tick)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    ticker.start()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()
+        ticker.join()
+
+    counts = []
+    for start, end in spans:
+        third = (end - start) / 3
+        counts.append(sum(1 for s in stamps if start + third < s < end - third))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def big_job() -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """A source and the single-threaded result of enlarging it (~0.1 s of kernel work)."""
+    src = smooth(1000, 1200, seed=3)
+    want = np.zeros((4000, 4400), np.uint8)
+    _mix.scale_plane(src, want, 0, 0, 4400, 4000)
+    return src, want
+
+
+def test_scale_plane_lets_python_threads_run(
+    big_job: tuple[NDArray[np.uint8], NDArray[np.uint8]],
+) -> None:
+    src, want = big_job
+    outs = [np.zeros_like(want), np.zeros_like(want)]
+
+    def work(worker: int) -> None:
+        _mix.scale_plane(src, outs[worker], 0, 0, 4400, 4000)
+
+    counts = ticks_inside_calls(work, workers=1, calls=2)
+    assert all(count > 0 for count in counts), counts
+
+    # two threads at once: every call still lets the ticker run, and both results are right
+    counts = ticks_inside_calls(work, workers=2, calls=2)
+    assert all(count > 0 for count in counts), counts
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
+
+
+def test_the_probe_sees_a_held_gil() -> None:
+    # builtin sum over a range runs in C without ever giving up the GIL
+    counts = ticks_inside_calls(lambda _: sum(range(4_000_000)), workers=1, calls=2)
+    assert counts == [0, 0]
