@@ -1,0 +1,82 @@
+"""The `mcu` command as an operator runs it: token, serve (start, config errors, SIGTERM)."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .conftest import LAYOUTS
+
+
+def run_mcu(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mcu", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_token_prints_a_token_and_its_hash() -> None:
+    result = run_mcu("token")
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    token = values["token        "].strip()
+    digest = values["token_sha256 "].strip().strip('"')
+    assert len(token) >= 40
+    assert hashlib.sha256(token.encode()).hexdigest() == digest
+    assert run_mcu("token").stdout != result.stdout, "every token is new"
+
+
+def test_a_config_typo_is_named_with_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    text = (Path(__file__).resolve().parents[1] / "conf" / "demo.toml").read_text("utf-8")
+    config.write_text(text.replace("video_kbps", "vidoe_kbps", 1), "utf-8")
+    result = run_mcu("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "vidoe_kbps" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_health_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    digest = hashlib.sha256(b"t").hexdigest()
+    config = tmp_path / "mcu.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nlayouts = "{LAYOUTS}"\n'
+        "[profiles.p]\nwidth = 320\nheight = 180\nfps = 10\nvideo_kbps = 200\naudio_kbps = 24\n"
+        '[rooms.r]\nname = "Phòng"\nlayout = "auto"\nprofile = "p"\n'
+        f'[rooms.r.sites.a]\nname = "Điểm cầu A"\ntoken_sha256 = "{digest}"\n',
+        "utf-8",
+    )
+    process = subprocess.Popen([sys.executable, "-m", "mcu", "serve", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None, process.communicate()[0]
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        output = process.communicate()[0]
+        assert "room=r started" in output and "stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
