@@ -39,7 +39,7 @@ def planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out = []
     for plane in frame.planes:
         rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-        out.append(np.ascontiguousarray(rows[:, : plane.width]))
+        out.append(rows[:, : plane.width])
     return out[0], out[1], out[2]
 
 

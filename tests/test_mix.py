@@ -195,6 +195,13 @@ def test_scale_and_fill_reject_bad_rectangles(rect: tuple[int, int, int, int], n
     assert (dst == 0).all()
 
 
+def test_scale_plane_refuses_columns_that_are_not_contiguous() -> None:
+    dst = np.zeros((10, 10), np.uint8)
+    with pytest.raises(ValueError, match="contiguous"):
+        _mix.scale_plane(noise(8, 8)[:, ::2], dst, 0, 0, 5, 5)
+    assert (dst == 0).all()
+
+
 def test_scale_plane_rejects_empty_source() -> None:
     dst = np.zeros((10, 10), np.uint8)
     with pytest.raises(ValueError, match="0x4"):

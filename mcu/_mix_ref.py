@@ -1,0 +1,129 @@
+"""Plain numpy (float64) versions of the kernel in `mcu._mix`, for tests and benchmarks.
+
+Written from the definitions, not from the kernel: resizing is a matrix product with one
+coverage matrix per axis, so a slip in the kernel's tap tables cannot hide in here too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from numpy.typing import NDArray
+
+logger = logging.getLogger(__name__)
+
+FLOOR_DBOV = -127.0
+FULL_SCALE = 32768.0
+
+Rect = tuple[int, int, int, int]
+
+
+def area_matrix(src_len: int, dst_len: int) -> NDArray[np.float64]:
+    """(dst_len, src_len) matrix: how much of each source sample each output interval covers."""
+    scale = src_len / dst_len
+    lo = np.arange(dst_len, dtype=np.float64)[:, None] * scale
+    hi = lo + scale
+    k = np.arange(src_len, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(hi, k + 1.0) - np.maximum(lo, k), 0.0, None)
+    return overlap / scale
+
+
+def bilinear_matrix(src_len: int, dst_len: int) -> NDArray[np.float64]:
+    """(dst_len, src_len) matrix of two-tap interpolation at aligned pixel centres."""
+    out = np.zeros((dst_len, src_len), dtype=np.float64)
+    pos = (np.arange(dst_len, dtype=np.float64) + 0.5) * src_len / dst_len - 0.5
+    pos = np.clip(pos, 0.0, src_len - 1)
+    left = np.floor(pos).astype(np.int64)
+    right = np.minimum(left + 1, src_len - 1)
+    frac = pos - left
+    rows = np.arange(dst_len)
+    np.add.at(out, (rows, left), 1.0 - frac)
+    np.add.at(out, (rows, right), frac)
+    return out
+
+
+def resize_matrix(src_len: int, dst_len: int) -> NDArray[np.float64]:
+    """The matrix that resizes one axis from src_len to dst_len samples."""
+    if src_len < 1 or dst_len < 1:
+        raise ValueError(f"axis lengths must be at least 1, got {src_len} -> {dst_len}")
+    if dst_len < src_len:
+        return area_matrix(src_len, dst_len)
+    if dst_len > src_len:
+        return bilinear_matrix(src_len, dst_len)
+    return np.eye(src_len, dtype=np.float64)
+
+
+def resize_plane(src: NDArray[np.uint8], w: int, h: int) -> NDArray[np.float64]:
+    """`src` resized to h x w, unrounded."""
+    rows = resize_matrix(src.shape[0], h)
+    cols = resize_matrix(src.shape[1], w)
+    return rows @ src.astype(np.float64) @ cols.T
+
+
+def to_u8(values: NDArray[np.float64]) -> NDArray[np.uint8]:
+    """Round half up and clamp to bytes."""
+    return np.clip(np.floor(values + 0.5), 0, 255).astype(np.uint8)
+
+
+def scale_plane(
+    src: NDArray[np.uint8], dst: NDArray[np.uint8], x: int, y: int, w: int, h: int
+) -> None:
+    """Reference of `mcu._mix.scale_plane`."""
+    dst[y : y + h, x : x + w] = to_u8(resize_plane(src, w, h))
+
+
+def fill_plane(dst: NDArray[np.uint8], x: int, y: int, w: int, h: int, value: int) -> None:
+    """Reference of `mcu._mix.fill_plane`."""
+    dst[y : y + h, x : x + w] = value
+
+
+def exact_fit(src_w: int, src_h: int, w: int, h: int) -> tuple[float, float]:
+    """Real-valued width and height of the largest source-shaped rectangle inside w x h."""
+    scale = min(w / src_w, h / src_h)
+    return src_w * scale, src_h * scale
+
+
+def chroma_rect(x: int, y: int, w: int, h: int) -> Rect:
+    """The I420 chroma samples touched by luma rectangle (x, y, w, h)."""
+    cx, cy = x // 2, y // 2
+    return cx, cy, -(-(x + w) // 2) - cx, -(-(y + h) // 2) - cy
+
+
+def scale_into_tile(
+    src: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]],
+    canvas: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]],
+    tile: Rect,
+    image: Rect,
+    bg: tuple[int, int, int] = (16, 128, 128),
+) -> None:
+    """Reference of `mcu._mix.scale_into_tile`, given the image rectangle to use."""
+    for index, (plane_src, plane_dst, colour) in enumerate(zip(src, canvas, bg)):
+        outer = tile if index == 0 else chroma_rect(*tile)
+        inner = image if index == 0 else chroma_rect(*image)
+        fill_plane(plane_dst, *outer, colour)
+        scale_plane(plane_src, plane_dst, *inner)
+
+
+def mix_minus(inputs: NDArray[np.int16], out: NDArray[np.int16]) -> None:
+    """Reference of `mcu._mix.mix_minus`: each row gets everyone else's sum."""
+    wide = inputs.astype(np.int64)
+    others = wide.sum(axis=0, keepdims=True) - wide
+    out[...] = np.clip(others, -32768, 32767)
+
+
+def mix_all(inputs: NDArray[np.int16], out_row: NDArray[np.int16]) -> None:
+    """Reference of `mcu._mix.mix_all`."""
+    out_row[...] = np.clip(inputs.astype(np.int64).sum(axis=0), -32768, 32767)
+
+
+def levels_dbov(inputs: NDArray[np.int16], out: NDArray[np.float64]) -> None:
+    """Reference of `mcu._mix.levels_dbov`."""
+    samples = inputs.astype(np.float64)
+    if samples.shape[1] == 0:
+        out[...] = FLOOR_DBOV
+        return
+    rms = np.sqrt(np.mean(samples * samples, axis=1))
+    with np.errstate(divide="ignore"):
+        level = 20.0 * np.log10(rms / FULL_SCALE)
+    out[...] = np.maximum(level, FLOOR_DBOV)
