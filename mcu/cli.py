@@ -44,12 +44,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="local address to offer as ICE host candidate (repeatable; "
                            "default: 127.0.0.1 when the MCU is on loopback)")
 
-    demo = commands.add_parser("demo", help="run the four-site demo on 127.0.0.1")
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="options for the demo")
+    commands.add_parser("demo", help="run the four-site demo on 127.0.0.1 (mcu demo --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        # the demo parses its own options
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -62,10 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             return _token()
         if args.command == "dial":
             return _run(_dial(args))
-        if args.command == "demo":
-            from .demo import main as demo_main
-
-            return demo_main(args.args)
     except McuError as exc:
         print(f"mcu: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,9 @@
 The event loop only queues frame references; the recorder thread owns the container and both
 encoders, so encoding never stalls the loop. The queue is bounded: when the disk or CPU cannot keep
 up, frames are dropped and counted instead of piling up.
+
+A container's streams must all exist before its header is written, so frames are held back until
+every expected kind has delivered one (or until `wait_for_kinds` seconds have passed).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import fractions
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -18,23 +22,37 @@ import av
 logger = logging.getLogger(__name__)
 
 _VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+Frame = av.VideoFrame | av.AudioFrame
 
 
 class Recorder:
     """Record a video and/or an audio stream into one container (mp4 → H.264 + AAC)."""
 
-    def __init__(self, path: str | Path, queue_size: int = 120) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        kinds: tuple[str, ...] = ("video", "audio"),
+        queue_size: int = 120,
+        wait_for_kinds: float = 3.0,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.kinds = kinds
+        self.wait_for_kinds = wait_for_kinds
         self.dropped = 0
         self.video_frames = 0
-        self._queue: queue.Queue[tuple[str, av.VideoFrame | av.AudioFrame] | None] = (
-            queue.Queue(queue_size)
-        )
+        self.audio_frames = 0
+        self.failed = False
+        self._queue: queue.Queue[tuple[str, Frame] | None] = queue.Queue(queue_size)
+        self._container: av.container.OutputContainer | None = None
+        self._streams: dict[str, av.stream.Stream] = {}
+        self._video_start: int | None = None
+        self._last_pts = -1
+        self._audio_samples = 0
         self._thread = threading.Thread(target=self._run, name=f"recorder-{self.path.name}")
         self._thread.start()
 
-    def add(self, kind: str, frame: av.VideoFrame | av.AudioFrame) -> None:
+    def add(self, kind: str, frame: Frame) -> None:
         """Queue a frame; never blocks."""
         try:
             self._queue.put_nowait((kind, frame))
@@ -43,56 +61,91 @@ class Recorder:
 
     def close(self) -> None:
         """Flush the encoders, close the file and stop the thread (blocks until done)."""
-        self._queue.put(None)
+        self._queue.put(None)  # the thread keeps reading until it sees this, even after a failure
         self._thread.join()
 
     def _run(self) -> None:
-        container = av.open(str(self.path), mode="w")
-        video: av.video.stream.VideoStream | None = None
-        audio: av.audio.stream.AudioStream | None = None
-        video_start: int | None = None
-        last_pts = -1
-        audio_samples = 0
-        try:
-            while (item := self._queue.get()) is not None:
-                kind, frame = item
-                if kind == "video":
-                    assert isinstance(frame, av.VideoFrame)
-                    if video is None:
-                        video = container.add_stream("libx264", rate=30)
-                        video.width, video.height = frame.width, frame.height
-                        video.pix_fmt = "yuv420p"
-                        video.codec_context.time_base = _VIDEO_TIME_BASE
-                        video.options = {"preset": "veryfast", "tune": "zerolatency"}
-                    if (frame.width, frame.height) != (video.width, video.height):
-                        frame = frame.reformat(width=video.width, height=video.height)
-                    pts = _ticks(frame)
-                    if video_start is None:
-                        video_start = pts
-                    # a repeated timestamp would make the muxer refuse the packet
-                    last_pts = max(pts - video_start, last_pts + 1)
-                    frame.pts = last_pts
-                    frame.time_base = _VIDEO_TIME_BASE
-                    container.mux(video.encode(frame))
-                    self.video_frames += 1
+        held: list[tuple[str, Frame]] = []
+        started = time.monotonic()
+        while (item := self._queue.get()) is not None:
+            if self.failed:
+                continue
+            try:
+                if self._container is None:
+                    held.append(item)
+                    seen = {kind for kind, _ in held}
+                    waited = time.monotonic() - started > self.wait_for_kinds
+                    if seen >= set(self.kinds) or waited:
+                        self._open(held)
+                        for kind, frame in held:
+                            self._write(kind, frame)
+                        held = []
                 else:
-                    assert isinstance(frame, av.AudioFrame)
-                    if audio is None:
-                        audio = container.add_stream("aac", rate=frame.sample_rate)
-                        audio.layout = frame.layout.name
-                    frame.pts = audio_samples
-                    frame.time_base = fractions.Fraction(1, frame.sample_rate)
-                    audio_samples += frame.samples
-                    container.mux(audio.encode(frame))
-            for stream in (video, audio):
-                if stream is not None:
-                    container.mux(stream.encode(None))
+                    self._write(*item)
+            except Exception:
+                self.failed = True
+                logger.exception("recording to %s failed; the rest is discarded", self.path)
+        if held and not self.failed:
+            # the call ended before every kind showed up: record what there is
+            self._open(held)
+            for kind, frame in held:
+                self._write(kind, frame)
+        self._finish()
+
+    def _open(self, held: list[tuple[str, Frame]]) -> None:
+        container = av.open(str(self.path), mode="w")
+        self._container = container
+        for kind, frame in held:
+            if kind in self._streams:
+                continue
+            if isinstance(frame, av.VideoFrame):
+                video = container.add_stream("libx264", rate=30)
+                video.width, video.height = frame.width, frame.height
+                video.pix_fmt = "yuv420p"
+                video.codec_context.time_base = _VIDEO_TIME_BASE
+                video.options = {"preset": "veryfast", "tune": "zerolatency"}
+                self._streams[kind] = video
+            else:
+                audio = container.add_stream("aac", rate=frame.sample_rate)
+                audio.layout = frame.layout.name
+                self._streams[kind] = audio
+
+    def _write(self, kind: str, frame: Frame) -> None:
+        assert self._container is not None
+        stream = self._streams.get(kind)
+        if stream is None:
+            return  # a kind that showed up too late for the header
+        if isinstance(frame, av.VideoFrame):
+            if (frame.width, frame.height) != (stream.width, stream.height):
+                frame = frame.reformat(width=stream.width, height=stream.height)
+            pts = _ticks(frame)
+            if self._video_start is None:
+                self._video_start = pts
+            # a repeated timestamp would make the muxer refuse the packet
+            self._last_pts = max(pts - self._video_start, self._last_pts + 1)
+            frame.pts = self._last_pts
+            frame.time_base = _VIDEO_TIME_BASE
+            self.video_frames += 1
+        else:
+            frame.pts = self._audio_samples
+            frame.time_base = fractions.Fraction(1, frame.sample_rate)
+            self._audio_samples += frame.samples
+            self.audio_frames += 1
+        self._container.mux(stream.encode(frame))
+
+    def _finish(self) -> None:
+        if self._container is None:
+            return
+        try:
+            if not self.failed:
+                for stream in self._streams.values():
+                    self._container.mux(stream.encode(None))
         except Exception:
-            logger.exception("recording to %s failed", self.path)
+            logger.exception("flushing %s failed", self.path)
         finally:
-            container.close()
-            logger.info("recorded %d video frames to %s (%d dropped)",
-                        self.video_frames, self.path, self.dropped)
+            self._container.close()
+        logger.info("recorded %d video and %d audio frames to %s (%d dropped)",
+                    self.video_frames, self.audio_frames, self.path, self.dropped)
 
 
 def _ticks(frame: av.VideoFrame) -> int:

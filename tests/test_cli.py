@@ -80,3 +80,48 @@ def test_serve_answers_health_and_exits_cleanly_on_sigterm(tmp_path: Path) -> No
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_dial_sends_a_clip_and_records_the_composite(mcu_server, tmp_path: Path) -> None:
+    import asyncio
+
+    import av
+
+    from mcu.media import clip
+
+    from .conftest import room_config, site_token, url
+
+    server = await mcu_server(room_config(["hq", "north"]))
+    record = tmp_path / "received.mp4"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcu", "dial", url(server, "test", "north"),
+        "--token", site_token("north"), "--video", str(clip("carphone_pristine.mp4")),
+        "--record", str(record), "--duration", "4",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    lines = []
+
+    async def read() -> None:
+        assert process.stdout
+        async for line in process.stdout:
+            lines.append(line.decode())
+
+    try:
+        await asyncio.wait_for(read(), 60)
+        await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        raise AssertionError("".join(lines)[-3000:]) from None
+    text = "".join(lines)
+    assert process.returncode == 0, text
+    assert "site north:" in text and "320x180" in text
+
+    with av.open(str(record)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    assert (stream.width, stream.height) == (320, 180)
+    assert len(frames) >= 20, "about 4 s at 15 fps"
+    # north, alone in the room, fills the first tile with the talking head; the others are empty
+    image = frames[-1].to_ndarray(format="gray")
+    assert image[:90, :160].std() > 10, "north's tile shows the clip"
+    assert image[:90, 160:].std() < 3 and image[90:].std() < 3, "empty tiles are flat"
