@@ -14,13 +14,19 @@ SYSTEM_PACKAGES := python3-venv python3-dev gcc libc6-dev libopus0 \
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test system-packages clean distclean
+.PHONY: demo test lint system-packages clean distclean
 
 demo: system-packages $(INSTALLED)
 	$(VENV_PYTHON) -m mcu demo
 
-test: system-packages $(INSTALLED)
+test: lint
 	$(VENV_PYTHON) -m pytest -q
+
+# style and types: ruff and mypy (settings in pyproject.toml), cython-lint for the kernel
+lint: system-packages $(INSTALLED)
+	$(VENV)/bin/ruff check mcu tests benchmarks
+	$(VENV)/bin/mypy
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/cython-lint --max-line-length 100 mcu/_mix.pyx
 
 # apt only runs when something is missing, so a ready machine needs neither root nor network
 system-packages:

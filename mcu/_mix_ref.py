@@ -25,7 +25,7 @@ def area_matrix(src_len: int, dst_len: int) -> NDArray[np.float64]:
     lo = np.arange(dst_len, dtype=np.float64)[:, None] * scale
     hi = lo + scale
     k = np.arange(src_len, dtype=np.float64)[None, :]
-    overlap = np.clip(np.minimum(hi, k + 1.0) - np.maximum(lo, k), 0.0, None)
+    overlap: NDArray[np.float64] = np.clip(np.minimum(hi, k + 1.0) - np.maximum(lo, k), 0.0, None)
     return overlap / scale
 
 

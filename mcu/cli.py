@@ -9,7 +9,9 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .exceptions import McuError
@@ -75,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _run(coro) -> int:  # type: ignore[no-untyped-def]
+def _run(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
 
-        return uvloop.run(coro)  # type: ignore[no-any-return]
+        return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
 

@@ -32,13 +32,16 @@ class Placement:
     colour: tuple[int, int, int] = WAITING
 
 
-def planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def planes(frame: av.VideoFrame) -> Planes:
     """The Y, U and V planes of a frame as 2-D uint8 arrays (converted to I420 if needed)."""
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
     out = []
     for plane in frame.planes:
-        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
         out.append(rows[:, : plane.width])
     return out[0], out[1], out[2]
 
@@ -72,7 +75,7 @@ class Canvas:
     def compose(
         self,
         placements: Sequence[Placement],
-        plane_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+        plane_cache: dict[int, Planes] | None = None,
     ) -> av.VideoFrame:
         """Draw the tiles that changed and return a new frame holding the canvas.
 
@@ -98,7 +101,7 @@ class Canvas:
     def _draw(
         self,
         placement: Placement,
-        cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+        cache: dict[int, Planes],
     ) -> None:
         frame = placement.frame
         if frame is None:

@@ -261,7 +261,8 @@ def _mono(frame: av.AudioFrame) -> np.ndarray:
     samples = frame.to_ndarray()
     channels = len(frame.layout.channels)
     if frame.format.is_planar:
-        data = samples.astype(np.int32)
-        return (data.sum(axis=0) // channels).astype(np.int16)
-    data = samples.reshape(-1, channels).astype(np.int32)
-    return (data.sum(axis=1) // channels).astype(np.int16)
+        total = samples.astype(np.int32).sum(axis=0)
+    else:
+        total = samples.reshape(-1, channels).astype(np.int32).sum(axis=1)
+    mono: np.ndarray = (total // channels).astype(np.int16)
+    return mono

@@ -49,7 +49,7 @@ def configure(addresses: list[str] | tuple[str, ...], port_range: tuple[int, int
     global _policy
     lo, hi = port_range if port_range else (0, 0)
     _policy = HostPolicy(tuple(addresses), lo, hi)
-    aiortc.rtcicetransport.Connection = PolicyConnection  # type: ignore[misc]
+    aiortc.rtcicetransport.Connection = PolicyConnection  # type: ignore[attr-defined]
     logger.info("ICE host candidates: addresses=%s ports=%s", list(addresses), port_range or "any")
 
 
@@ -57,7 +57,7 @@ def reset() -> None:
     """Return to aioice's own host gathering."""
     global _policy
     _policy = None
-    aiortc.rtcicetransport.Connection = aioice.Connection  # type: ignore[misc]
+    aiortc.rtcicetransport.Connection = aioice.Connection  # type: ignore[attr-defined]
 
 
 class PolicyConnection(aioice.Connection):

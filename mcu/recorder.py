@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -45,7 +46,7 @@ class Recorder:
         self.failed = False
         self._queue: queue.Queue[tuple[str, Frame] | None] = queue.Queue(queue_size)
         self._container: av.container.OutputContainer | None = None
-        self._streams: dict[str, av.stream.Stream] = {}
+        self._streams: dict[str, Any] = {}  # kind → av VideoStream or AudioStream
         self._video_start: int | None = None
         self._last_pts = -1
         self._audio_samples = 0

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from aiortc import RTCIceServer
 
 from .clock import Clock
-from .compositor import BACKGROUND, Canvas, Placement
+from .compositor import BACKGROUND, Canvas, Placement, Planes
 from .config import Profile, RoomConfig
 from .layout import Layout, assign, choose_layout, site_order
 from .mixer import Mixer
@@ -160,14 +160,16 @@ class Room:
         pts = int((deadline - self._epoch) * 90000)
 
         # one canvas per output size; each source frame's planes are extracted once per tick
-        plane_cache: dict[int, tuple] = {}  # type: ignore[type-arg]
+        plane_cache: dict[int, Planes] = {}
         frames = {}
         for size in {(s.profile.width, s.profile.height) for s in roster}:
             canvas = self._canvases.get(size)
             if canvas is None:
                 canvas = self._canvases[size] = Canvas(*size)
-            placements = [self._placement(tile.rect(*size), by_id.get(site_id), now)
-                          for tile, site_id in shown]
+            placements = [
+                self._placement(tile.rect(*size), by_id[site_id] if site_id else None, now)
+                for tile, site_id in shown
+            ]
             frame = canvas.compose(placements, plane_cache)
             frame.pts = pts
             frame.time_base = VIDEO_TIME_BASE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCIceServer
@@ -48,8 +49,10 @@ class Server:
         await self._runner.setup()
         site = web.TCPSite(self._runner, server.host, server.port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # the bound port when 0 was asked
-        self.port = sockets[0].getsockname()[1] if sockets else server.port
+        # the port actually bound, for a config that asked for port 0
+        bound: Any = site._server
+        sockets = bound.sockets if bound is not None else []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else server.port
         logger.info("listening on http://%s:%d with %d rooms", server.host, self.port,
                     len(self.rooms))
 

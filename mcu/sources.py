@@ -219,7 +219,7 @@ class FileTrack(MediaStreamTrack):
             if self.max_width and frame.width > self.max_width:
                 height = round(frame.height * self.max_width / frame.width / 2) * 2
                 frame = frame.reformat(width=self.max_width, height=height, format="yuv420p")
-            frame.pts = int(round(at * VIDEO_CLOCK))
+            frame.pts = round(at * VIDEO_CLOCK)
             frame.time_base = VIDEO_TIME_BASE
             yield frame, at
 
@@ -227,7 +227,7 @@ class FileTrack(MediaStreamTrack):
         resampler = av.AudioResampler(
             format="s16", layout="mono", rate=AUDIO_RATE, frame_size=AUDIO_SAMPLES
         )
-        samples = int(round(offset * AUDIO_RATE))
+        samples = round(offset * AUDIO_RATE)
         for decoded_frame in decoded:
             for frame in resampler.resample(decoded_frame):
                 frame.pts = samples

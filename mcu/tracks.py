@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fractions
 import logging
 
@@ -27,7 +28,7 @@ class _OutgoingTrack(MediaStreamTrack):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, backlog: int) -> None:
         super().__init__()
-        self._loop = loop
+        self._event_loop = loop  # pyee's emitter already uses `_loop`
         self._frames: collections.deque[av.VideoFrame | av.AudioFrame] = collections.deque(
             maxlen=backlog
         )
@@ -38,10 +39,9 @@ class _OutgoingTrack(MediaStreamTrack):
         """Called from a worker thread; never blocks."""
         if self.readyState != "live":
             return
-        try:
-            self._loop.call_soon_threadsafe(self._put, frame)
-        except RuntimeError:
-            pass  # the event loop is closing; the room is going away
+        # a closed event loop means the room is going away: the frame is simply dropped
+        with contextlib.suppress(RuntimeError):
+            self._event_loop.call_soon_threadsafe(self._put, frame)
 
     def _put(self, frame: av.VideoFrame | av.AudioFrame) -> None:
         self._frames.append(frame)  # the oldest falls out when the backlog is full

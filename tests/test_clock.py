@@ -6,6 +6,7 @@ import threading
 import time
 
 from mcu.clock import Clock
+import itertools
 
 
 def test_ticks_follow_the_period_and_stop_joins() -> None:
@@ -16,7 +17,7 @@ def test_ticks_follow_the_period_and_stop_joins() -> None:
     clock.stop()
     assert not clock.running
     assert all(t.name != "test-clock" for t in threading.enumerate())
-    steps = [b - a for a, b in zip(deadlines, deadlines[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(deadlines)]
     assert len(deadlines) >= 10
     # deadlines are exact multiples of the period apart, whatever the scheduler did
     assert all(abs(step / 0.01 - round(step / 0.01)) < 1e-6 for step in steps)

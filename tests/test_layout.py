@@ -56,7 +56,7 @@ def tile_toml(x: float, y: float, w: float, h: float, order: int) -> str:
 
 
 def test_required_layouts_are_shipped_with_descriptions(shipped: dict[str, Layout]) -> None:
-    assert REQUIRED <= set(shipped)
+    assert set(shipped) >= REQUIRED
     for name, layout in shipped.items():
         assert layout.name == name
         assert layout.description, name
@@ -72,8 +72,8 @@ def test_shipped_tiles_are_inside_the_canvas_and_sorted(shipped: dict[str, Layou
         orders = [tile.order for tile in layout.tiles]
         assert orders == sorted(orders), name
         for tile in layout.tiles:
-            assert 0 <= tile.x and tile.x + tile.w <= 1 + 1e-6, (name, tile)
-            assert 0 <= tile.y and tile.y + tile.h <= 1 + 1e-6, (name, tile)
+            assert tile.x >= 0 and tile.x + tile.w <= 1 + 1e-6, (name, tile)
+            assert tile.y >= 0 and tile.y + tile.h <= 1 + 1e-6, (name, tile)
 
 
 @pytest.mark.parametrize(("width", "height"), CANVASES)

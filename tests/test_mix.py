@@ -379,7 +379,7 @@ def test_letterbox_bars_and_flat_colour(
         np.full(((sh + 1) // 2, (sw + 1) // 2), colour[2], np.uint8),
     )
     canvas, image = check_tile(src, (800, 800), tile, bg)
-    ix, iy, iw, ih = image
+    _ix, _iy, iw, ih = image
 
     # the image has the source's shape; a real bar exists on one axis
     exact_w, exact_h = _mix_ref.exact_fit(sw, sh, tile[2], tile[3])

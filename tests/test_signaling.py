@@ -36,7 +36,7 @@ def only_codec(sdp: str, kind: str, name: str, pt: int) -> str:
             section = line[2:].split()[0]
             if section == kind:
                 parts = line.split()
-                line = " ".join(parts[:3] + [str(pt)])
+                line = " ".join([*parts[:3], str(pt)])
                 out.append(line)
                 out.append(f"a=rtpmap:{pt} {name}/90000")
                 continue
