@@ -22,7 +22,7 @@ from mcu.exceptions import ConfigError, McuError
 
 logger = logging.getLogger(__name__)
 
-# the layout name that lets the room pick a grid to fit the sites present
+# the default layout: a group (layouts/groups/auto.toml) that picks a layout by sites present
 AUTO_LAYOUT = "auto"
 
 DEFAULT_LAYOUTS_DIR = Path(__file__).resolve().parents[1] / "layouts"
@@ -440,14 +440,16 @@ def _profile(name: str, table: _Table) -> Profile:
 
 
 def _layout_names(root: _Table, directory: Path) -> frozenset[str]:
-    """The layout names a room may use: the `*.toml` files of the layouts directory, and auto."""
+    """The names a room may use: the `*.toml` layouts of the directory and its `groups/`."""
     if not directory.is_dir():
         raise ConfigError(
             root.file,
             "server.layouts",
             f"expected a directory of layout files, {directory} is not one",
         )
-    return frozenset(path.stem for path in directory.glob("*.toml")) | {AUTO_LAYOUT}
+    layouts = {path.stem for path in directory.glob("*.toml")}
+    groups = {path.stem for path in (directory / "groups").glob("*.toml")}
+    return frozenset(layouts | groups)
 
 
 def _profile_name(table: _Table, key: str, profiles: Mapping[str, Profile]) -> str:
@@ -475,7 +477,7 @@ def _room(
         if layout not in layouts:
             raise table.error(
                 "layout",
-                f"expected {AUTO_LAYOUT!r} or a layout file's name "
+                f"expected a layout or layout group name "
                 f"({_listing(sorted(layouts))}), got {layout!r}",
             )
 

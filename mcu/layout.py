@@ -9,24 +9,32 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcu.config import AUTO_LAYOUT, kind_of, loads_toml, read_text
+from mcu.config import ID_PATTERN, kind_of, loads_toml, read_text
 from mcu.exceptions import LayoutError
 
 logger = logging.getLogger(__name__)
-
-GRID_NAMES = ("1x1", "2x2", "3x3", "4x4")
 
 # tolerance on tile edges, as a fraction of the canvas side
 EPSILON = 1e-6
 _EDGE_DIGITS = 6
 
-_TILE_KEYS = ("x", "y", "w", "h", "order")
+_TILE_KEYS = ("x", "y", "w", "h", "order", "role", "overlay")
+_REQUIRED_TILE_KEYS = ("x", "y", "w", "h", "order")
 _FILE_KEYS = ("description", "tile")
+_GROUP_KEYS = ("description", "sites")
+
+# what a tile with a role shows; a tile without one is filled in room order or by recent speech
+SPEAKER = "speaker"
+CHAIR = "chair"
+PIN = "pin:"
+ROLE_EXPECTED = "'speaker', 'chair' or 'pin:<site id>'"
+
 
 # builds the error for a place in the file being read: fail(where, problem)
 _Fail = Callable[[str, str], LayoutError]
@@ -56,6 +64,8 @@ class Tile:
     w: float
     h: float
     order: int
+    role: str | None = None
+    overlay: bool = False  # drawn over the tiles of lower order it covers (picture-in-picture)
 
     def rect(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(x, y, width, height) in pixels on a `width` x `height` canvas, all even, at least 2.
@@ -129,7 +139,7 @@ def _tile(raw: dict[str, Any], where: str, fail: _Fail) -> Tile:
     for key in raw:
         if key not in _TILE_KEYS:
             raise fail(where, f"unknown key {key!r}; expected one of: {', '.join(_TILE_KEYS)}")
-    for key in _TILE_KEYS:
+    for key in _REQUIRED_TILE_KEYS:
         if key not in raw:
             raise fail(where, f"{key}: missing")
 
@@ -147,7 +157,17 @@ def _tile(raw: dict[str, Any], where: str, fail: _Fail) -> Tile:
         shown = order if isinstance(order, int) else kind_of(order)
         raise fail(where, f"order: expected a non-negative integer, got {shown}")
 
-    tile = Tile(fractions["x"], fractions["y"], fractions["w"], fractions["h"], order)
+    role = raw.get("role")
+    if role is not None and not _valid_role(role):
+        shown = repr(role) if isinstance(role, str) else kind_of(role)
+        raise fail(where, f"role: expected {ROLE_EXPECTED}, got {shown}")
+
+    overlay = raw.get("overlay", False)
+    if not isinstance(overlay, bool):
+        raise fail(where, f"overlay: expected true or false, got {kind_of(overlay)}")
+
+    tile = Tile(fractions["x"], fractions["y"], fractions["w"], fractions["h"], order, role,
+                overlay)
     if tile.w <= 0 or tile.h <= 0:
         raise fail(where, f"expected w and h above 0, got w={tile.w:g} h={tile.h:g}")
     if tile.x < 0 or tile.y < 0 or tile.x + tile.w > 1 + EPSILON or tile.y + tile.h > 1 + EPSILON:
@@ -177,7 +197,9 @@ def _check_tiles(tiles: Sequence[Tile], fail: _Fail) -> None:
         first_with_order[tile.order] = number
         for other_number, other in enumerate(tiles[: number - 1], 1):
             shared = _overlap(tile, other)
-            if shared > EPSILON:
+            # an overlay may cover tiles drawn before it (lower order), nothing else may overlap
+            top, below = (tile, other) if tile.order > other.order else (other, tile)
+            if shared > EPSILON and not (top.overlay and not below.overlay):
                 raise fail(
                     f"tile {number}", f"overlaps tile {other_number} ({shared:.4g} of the canvas)"
                 )
@@ -196,35 +218,179 @@ def grid(n: int) -> Layout:
     return Layout(f"{n}x{n}", f"{n * n} equal tiles, {n} per row", tiles)
 
 
-def choose_layout(layouts: Mapping[str, Layout], name: str, present: int) -> Layout:
-    """The layout to show: `name`, or for "auto" the smallest grid that holds `present` sites.
+def _valid_role(role: object) -> bool:
+    if not isinstance(role, str):
+        return False
+    if role in (SPEAKER, CHAIR):
+        return True
+    return role.startswith(PIN) and ID_PATTERN.fullmatch(role[len(PIN):]) is not None
 
-    The grids come from `layouts` when loaded from files, else they are built in code. With more
-    sites than the largest grid holds, the largest grid is used and the rest are not shown.
+
+@dataclass(frozen=True)
+class LayoutGroup:
+    """Layouts chosen by how many sites are present (like FreeSWITCH's layout groups).
+
+    `steps` are (fewest, most or None for no limit, layout name), contiguous from one site up.
     """
-    if present < 0:
-        raise ValueError(f"present must not be negative, got {present}")
-    if name != AUTO_LAYOUT:
-        layout = layouts.get(name)
+
+    name: str
+    description: str
+    steps: tuple[tuple[int, int | None, str], ...]
+
+    def layout_for(self, present: int) -> str:
+        for _fewest, most, layout in self.steps:
+            if most is None or present <= most:
+                return layout
+        return self.steps[-1][2]
+
+
+_RANGE = re.compile(r"(\d+)(?:-(\d+)|(\+))?")
+
+
+def load_group(path: Path) -> LayoutGroup:
+    """Read and check one layout group file; its name is the file's stem."""
+    file = str(path)
+
+    def fail(where: str, problem: str) -> LayoutError:
+        return LayoutError(file, where, problem)
+
+    data = loads_toml(read_text(Path(path), fail), fail)
+    for key in data:
+        if key not in _GROUP_KEYS:
+            raise fail(key, f"unknown key; expected one of: {', '.join(_GROUP_KEYS)}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise fail("description", f"expected a string, got {kind_of(description)}")
+    sites = data.get("sites")
+    if not isinstance(sites, dict) or not sites:
+        raise fail("sites", 'expected a [sites] table such as "1" = "1x1", "2-4" = "2x2"')
+
+    steps: list[tuple[int, int | None, str]] = []
+    expected_next = 1
+    for key, layout in sites.items():
+        where = f"sites.{key!r}"
+        match = _RANGE.fullmatch(key)
+        if match is None:
+            raise fail(where, "expected a site count 'N', a range 'N-M' or an open end 'N+'")
+        fewest = int(match.group(1))
+        most = None if match.group(3) else int(match.group(2) or fewest)
+        if fewest != expected_next:
+            raise fail(where, f"expected the counts to go on from {expected_next}, got {fewest}")
+        if most is not None and most < fewest:
+            raise fail(where, f"expected N-M with N <= M, got {key}")
+        if not isinstance(layout, str):
+            raise fail(where, f"expected a layout name, got {kind_of(layout)}")
+        if steps and steps[-1][1] is None:
+            raise fail(where, "comes after an open-ended 'N+' entry")
+        steps.append((fewest, most, layout))
+        expected_next = (most or fewest) + 1
+    if steps[-1][1] is not None:
+        raise fail("sites", "expected the last entry to be open-ended ('N+')")
+    return LayoutGroup(Path(path).stem, description.strip(), tuple(steps))
+
+
+@dataclass(frozen=True)
+class LayoutLibrary:
+    """Every layout and layout group an operator may choose by name."""
+
+    layouts: Mapping[str, Layout]
+    groups: Mapping[str, LayoutGroup]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted({*self.layouts, *self.groups})
+
+    def choose(self, name: str, present: int) -> Layout:
+        """The layout `name` stands for with `present` sites: a layout, or a group's pick."""
+        group = self.groups.get(name)
+        if group is not None:
+            name = group.layout_for(present)
+        layout = self.layouts.get(name)
         if layout is None:
-            known = ", ".join(sorted(layouts)) or "none"
-            raise LayoutError(
-                f"{name}.toml",
-                "(file)",
-                f"no such layout; expected {AUTO_LAYOUT!r} or one of: {known}",
-            )
+            raise LayoutError(f"{name}.toml", "(file)",
+                              f"no such layout; expected one of: {', '.join(self.names)}")
         return layout
 
-    grids = [layouts.get(grid_name) or grid(n) for n, grid_name in enumerate(GRID_NAMES, 1)]
-    return next((layout for layout in grids if layout.capacity >= present), grids[-1])
+
+def load_library(directory: Path) -> LayoutLibrary:
+    """The layouts of `directory` and the groups of `directory/groups`, cross-checked."""
+    layouts = load_layouts(directory)
+    group_dir = Path(directory) / "groups"
+    groups = {
+        path.stem: load_group(path) for path in sorted(group_dir.glob("*.toml"))
+    } if group_dir.is_dir() else {}
+    for group in groups.values():
+        for fewest, _most, layout in group.steps:
+            if layout not in layouts:
+                raise LayoutError(group_dir / f"{group.name}.toml", f"sites for {fewest}",
+                                  f"no layout named {layout!r} in {directory}")
+    clash = sorted(set(layouts) & set(groups))
+    if clash:
+        raise LayoutError(group_dir, clash[0], "a group may not share its name with a layout")
+    return LayoutLibrary(layouts, groups)
 
 
-def assign(layout: Layout, site_ids: Sequence[str]) -> list[tuple[Tile, str | None]]:
-    """Pair tiles, in order, with sites in room order; spare tiles get None, extra sites nothing."""
-    return [
-        (tile, site_ids[index] if index < len(site_ids) else None)
-        for index, tile in enumerate(layout.tiles)
-    ]
+def place(
+    layout: Layout,
+    present: Sequence[str],
+    *,
+    chair: str | None = None,
+    floor: str | None = None,
+    recent: Sequence[str] = (),
+    pins: Mapping[int, str] | None = None,
+    previous: Mapping[str, int] | None = None,
+) -> list[str | None]:
+    """Which site each tile of `layout` shows (by tile index; None for an empty tile).
+
+    `present` is in room order (chair first, then config order). Operator `pins` (tile index →
+    site) come first, then the tiles' roles (`pin:<site>`, `chair`, `speaker` — the floor holder,
+    else the latest speaker, else the chair, else the first present). The other tiles show the
+    remaining sites: all of them in room order when they fit, else the most recent speakers.
+    A site shown before keeps its tile (`previous`: site → tile index) when that tile is still
+    free, so a floor change swaps two tiles instead of shifting every site along.
+    """
+    here = set(present)
+    shown: list[str | None] = [None] * len(layout.tiles)
+    placed: set[str] = set()
+
+    def put(index: int, site: str | None) -> None:
+        if site is not None and site in here and site not in placed and shown[index] is None:
+            shown[index] = site
+            placed.add(site)
+
+    for index, site in sorted((pins or {}).items()):
+        if 0 <= index < len(shown):
+            put(index, site)
+    for index, tile in enumerate(layout.tiles):
+        if tile.role is not None and tile.role.startswith(PIN):
+            put(index, tile.role[len(PIN):])
+    for index, tile in enumerate(layout.tiles):
+        if tile.role == CHAIR:
+            put(index, chair)
+    for index, tile in enumerate(layout.tiles):
+        if tile.role == SPEAKER:
+            for candidate in (floor, *recent, chair, *present):
+                if candidate in here and candidate not in placed:
+                    put(index, candidate)
+                    break
+
+    # the rest: in room order when everyone fits, else the most recent speakers first
+    free = [index for index, site in enumerate(shown) if site is None]
+    waiting = [site for site in present if site not in placed]
+    if len(waiting) > len(free):
+        rank = {site: position for position, site in enumerate(recent)}
+        waiting = sorted(waiting, key=lambda site: rank.get(site, len(rank)))[: len(free)]
+        chosen = set(waiting)
+        waiting = [site for site in present if site in chosen]
+    keep = previous or {}
+    for site in waiting:
+        kept = keep.get(site)
+        if kept is not None and kept in free and shown[kept] is None:
+            put(kept, site)
+    for site in waiting:
+        if site not in placed:
+            put(next(i for i in free if shown[i] is None), site)
+    return shown
 
 
 def site_order(

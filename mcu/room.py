@@ -19,7 +19,8 @@ from aiortc import RTCIceServer
 from .clock import Clock
 from .compositor import BACKGROUND, Canvas, Placement, Planes
 from .config import Profile, RoomConfig
-from .layout import Layout, assign, choose_layout, site_order
+from .exceptions import McuError
+from .layout import Layout, LayoutLibrary, place, site_order
 from .mixer import Mixer
 from .site import Site
 
@@ -40,7 +41,7 @@ class Room:
         self,
         config: RoomConfig,
         profiles: Mapping[str, Profile],
-        layouts: Mapping[str, Layout],
+        layouts: LayoutLibrary,
         ice_servers: list[RTCIceServer],
         stale_after: float = STALE_AFTER,
     ) -> None:
@@ -50,6 +51,10 @@ class Room:
         self.ice_servers = ice_servers
         self.stale_after = stale_after
         self.layout_name = config.layout
+        self.chair = config.chair
+        self.pins: dict[int, str] = {}  # tile index → site, set by the operator
+        self.floor: str | None = None  # the active speaker
+        self.recent: tuple[str, ...] = ()  # most recent speakers first
         self.sites: dict[str, Site] = {}
         self.roster: tuple[Site, ...] = ()
         self._watchers: set[asyncio.Task[None]] = set()
@@ -57,6 +62,7 @@ class Room:
         self._mixer = Mixer()
         self._epoch = time.monotonic()
         self._next_frame_due: dict[Site, float] = {}
+        self._previous: tuple[str, dict[str, int]] = ("", {})  # layout name, site → tile index
 
         # the clock runs at the fastest profile any of the room's sites may use
         fps = max(profiles[config.profile_of(s.id)].fps for s in config.sites)
@@ -124,7 +130,7 @@ class Room:
         await site.close()
 
     def _reflow(self) -> None:
-        order = site_order([s.id for s in self.config.sites], self.config.chair, self.sites)
+        order = site_order([s.id for s in self.config.sites], self.chair, self.sites)
         self.roster = tuple(self.sites[site_id] for site_id in order)
 
     async def close(self) -> None:
@@ -145,8 +151,43 @@ class Room:
 
     # --- clock threads -------------------------------------------------------------------------
 
+    # --- operator actions: applied at the next frame, then every encoder sends a keyframe ------
+
+    def set_layout(self, name: str) -> None:
+        if name not in self.layouts.names:
+            raise McuError(f"room {self.id}: no layout {name!r}; expected one of: "
+                           f"{', '.join(self.layouts.names)}")
+        if name != self.layout_name:
+            self.layout_name = name
+            logger.info("room=%s layout changed to %s", self.id, name)
+            self._refresh_pictures()
+
+    def set_chair(self, site_id: str | None) -> None:
+        if site_id is not None and self.config.site(site_id) is None:
+            raise McuError(f"room {self.id}: no site {site_id!r} to make chair")
+        if site_id != self.chair:
+            self.chair = site_id
+            logger.info("room=%s chair changed to %s", self.id, site_id or "nobody")
+            self._reflow()
+            self._refresh_pictures()
+
+    def set_pins(self, pins: Mapping[int, str]) -> None:
+        for index, site_id in pins.items():
+            if not isinstance(index, int) or index < 0:
+                raise McuError(f"room {self.id}: pin tile must be a tile index >= 0, not {index!r}")
+            if self.config.site(site_id) is None:
+                raise McuError(f"room {self.id}: no site {site_id!r} to pin")
+        self.pins = dict(pins)
+        logger.info("room=%s pins set: %s", self.id,
+                    ", ".join(f"tile {i + 1}={s}" for i, s in sorted(pins.items())) or "none")
+        self._refresh_pictures()
+
+    def _refresh_pictures(self) -> None:
+        for site in self.roster:
+            site.request_keyframe("layout change")
+
     def current_layout(self, present: int) -> Layout:
-        return choose_layout(self.layouts, self.layout_name, present)
+        return self.layouts.choose(self.layout_name, present)
 
     def _video_tick(self, deadline: float) -> None:
         roster = self.roster
@@ -154,8 +195,18 @@ class Room:
             self._next_frame_due.clear()
             return
         layout = self.current_layout(len(roster))
-        shown = assign(layout, [site.id for site in roster])
         by_id = {site.id: site for site in roster}
+        before_name, before = self._previous
+        shown = place(
+            layout,
+            [site.id for site in roster],
+            chair=self.chair,
+            floor=self.floor,
+            recent=self.recent,
+            pins=self.pins,
+            previous=before if before_name == layout.name else None,
+        )
+        self._previous = (layout.name, {s: i for i, s in enumerate(shown) if s is not None})
         now = time.monotonic()
         pts = int((deadline - self._epoch) * 90000)
 
@@ -168,7 +219,7 @@ class Room:
                 canvas = self._canvases[size] = Canvas(*size)
             placements = [
                 self._placement(tile.rect(*size), by_id[site_id] if site_id else None, now)
-                for tile, site_id in shown
+                for tile, site_id in zip(layout.tiles, shown, strict=True)
             ]
             frame = canvas.compose(placements, plane_cache)
             frame.pts = pts

@@ -12,7 +12,7 @@ from aiortc import RTCIceServer
 
 from . import ice
 from .config import Config
-from .layout import load_layouts
+from .layout import load_library
 from .room import Room
 from .signaling import Signaling
 
@@ -24,7 +24,7 @@ class Server:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.layouts = load_layouts(config.server.layouts_dir)
+        self.layouts = load_library(config.server.layouts_dir)
         ice_servers = [
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in config.server.ice_servers

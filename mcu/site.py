@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -106,6 +107,16 @@ class Site:
         # non-trickle ICE: setLocalDescription returns once gathering is complete
         await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription.sdp
+
+    def request_keyframe(self, reason: str) -> None:
+        """Make the encoder of our outgoing video send a keyframe with its next frame."""
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender.track is self.video_out:
+                # aiortc keeps this flag private; it is what a PLI from the site sets (1.16)
+                sender: Any = transceiver.sender
+                sender._RTCRtpSender__force_keyframe = True
+                logger.info("room=%s site=%s keyframe requested (%s)", self.room_id, self.id,
+                            reason)
 
     async def _drain_video(self, track: MediaStreamTrack) -> None:
         while True:

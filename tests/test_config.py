@@ -290,7 +290,8 @@ def test_relative_layouts_dir_is_relative_to_the_config_file(tmp_path: Path) -> 
 
     # a layout that exists only in the default directory is not found in this one
     path.write_text(path.read_text(encoding="utf-8").replace('"wide"', '"2x2"'), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"rooms\.giao-ban\.layout: .*auto.*wide.*got '2x2'"):
+    expected = r"rooms\.giao-ban\.layout: .*group name \(wide\), got '2x2'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(path)
 
 
@@ -607,9 +608,9 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
         # layouts
         (
             'layout = "auto"',
-            'layout = "5x5"',
+            'layout = "6x6"',
             "rooms.giao-ban.layout",
-            "expected 'auto' or a layout file's name (1+5, 1+7, 1x1",
+            "expected a layout or layout group name (1+12, 1+5, 1+7, 1+9",
         ),
         ('layout = "auto"', 'layout = "../conf/mcu"', "rooms.giao-ban.layout", "got '../conf/mcu'"),
         (

@@ -12,20 +12,22 @@ from hypothesis import strategies as st
 
 from mcu.exceptions import LayoutError
 from mcu.layout import (
-    GRID_NAMES,
     Layout,
+    LayoutLibrary,
     Tile,
-    assign,
-    choose_layout,
     grid,
+    load_group,
     load_layout,
     load_layouts,
+    load_library,
+    place,
     site_order,
 )
 
 LAYOUTS_DIR = Path(__file__).resolve().parents[1] / "layouts"
 CANVASES = [(640, 360), (1280, 720), (960, 540)]
-REQUIRED = {"1x1", "2x2", "3x3", "4x4", "1+5", "1+7"}
+REQUIRED = {"1x1", "2x2", "3x3", "4x4", "5x5", "1+5", "1+7", "1+9", "1+12", "2+8", "lecture",
+            "pip", "presentation"}
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +89,13 @@ def test_shipped_rects_are_even_inside_and_tile_the_canvas(
             assert w >= 2 and h >= 2
             assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, (name, tile)
 
-        # every shipped layout covers the whole canvas: each pixel in exactly one tile
-        count = coverage(layout, width, height)
+        # tiles never overlap, but for an overlay (picture-in-picture) drawn on top
+        flat = Layout(name, "", tuple(tile for tile in layout.tiles if not tile.overlay))
+        count = coverage(flat, width, height)
         assert count.max() == 1, f"{name}: tiles overlap at {width}x{height}"
-        assert count.min() == 1, f"{name}: gap at {width}x{height}"
+        # a layout whose tiles add up to the whole canvas leaves no gap anywhere
+        if math.isclose(sum(tile.w * tile.h for tile in flat.tiles), 1.0, abs_tol=1e-6):
+            assert count.min() == 1, f"{name}: gap at {width}x{height}"
 
 
 def test_grid_rects_at_640x360(shipped: dict[str, Layout]) -> None:
@@ -320,66 +325,161 @@ def test_load_layouts_names_by_stem_and_reports_a_bad_file(tmp_path: Path) -> No
         load_layouts(tmp_path)
 
 
-# --- choosing and assigning ---
+# --- groups, choosing and placing ---
 
 
-@pytest.mark.parametrize("present", range(21))
-@pytest.mark.parametrize("from_files", [True, False])
-def test_auto_picks_the_smallest_grid_that_fits(
-    shipped: dict[str, Layout], present: int, from_files: bool
-) -> None:
-    layouts = shipped if from_files else {}
-    side = min(max(math.ceil(math.sqrt(present)), 1), 4)
-    chosen = choose_layout(layouts, "auto", present)
-    assert chosen.name == f"{side}x{side}"
-    assert chosen.capacity == side * side
-    if from_files:
-        assert chosen is shipped[chosen.name]
+@pytest.fixture(scope="module")
+def library() -> LayoutLibrary:
+    return load_library(LAYOUTS_DIR)
 
 
-def test_auto_uses_the_capacity_of_the_loaded_grids() -> None:
-    # an operator's 2x2 file with only three tiles no longer fits four sites
-    three = Layout("2x2", "three", grid(2).tiles[:3])
-    layouts = {"1x1": grid(1), "2x2": three}
-    assert choose_layout(layouts, "auto", 3) is three
-    assert choose_layout(layouts, "auto", 4).name == "3x3"
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [(0, "1x1"), (1, "1x1"), (2, "2x2"), (4, "2x2"), (5, "1+5"), (6, "1+5"), (7, "3x3"),
+     (9, "3x3"), (10, "4x4"), (16, "4x4"), (17, "1+12"), (64, "1+12"), (700, "1+12")],
+)
+def test_auto_group_follows_the_site_count(library: LayoutLibrary, present: int,
+                                           expected: str) -> None:
+    chosen = library.choose("auto", present)
+    assert chosen is library.layouts[expected]
 
 
-def test_named_layout_and_unknown_name(shipped: dict[str, Layout]) -> None:
-    assert choose_layout(shipped, "1+5", 2) is shipped["1+5"]
-    assert choose_layout(shipped, "1+7", 30) is shipped["1+7"]
+def test_named_layout_and_unknown_name(library: LayoutLibrary) -> None:
+    assert library.choose("1+5", 2) is library.layouts["1+5"]
+    assert library.choose("1+7", 30) is library.layouts["1+7"]
     with pytest.raises(LayoutError) as caught:
-        choose_layout(shipped, "5x5", 3)
+        library.choose("6x6", 3)
     message = str(caught.value)
-    assert message.startswith("5x5.toml: ")
-    assert "no such layout" in message and "1+5" in message and "'auto'" in message
+    assert message.startswith("6x6.toml: ")
+    assert "no such layout" in message and "1+5" in message and "auto" in message
 
 
-def test_negative_present_is_a_bug() -> None:
-    with pytest.raises(ValueError):
-        choose_layout({}, "auto", -1)
+def group_file(tmp_path: Path, body: str, name: str = "g") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
 
 
-def test_grid_names() -> None:
-    assert GRID_NAMES == ("1x1", "2x2", "3x3", "4x4")
+@pytest.mark.parametrize(
+    ("body", "where", "problem"),
+    [
+        ('[sites]\n"1" = "1x1"\n', "sites", "last entry to be open-ended"),
+        ('[sites]\n"2+" = "1x1"\n', "sites.'2+'", "go on from 1, got 2"),
+        ('[sites]\n"1" = "1x1"\n"3+" = "2x2"\n', "sites.'3+'", "go on from 2, got 3"),
+        ('[sites]\n"1-x" = "1x1"\n', "sites.'1-x'", "a site count 'N'"),
+        ('[sites]\n"1+" = 4\n', "sites.'1+'", "expected a layout name, got"),
+        ('[sites]\n"1+" = "1x1"\n"2" = "2x2"\n', "sites.'2'", "after an open-ended"),
+        ('[sites]\n"1-0" = "1x1"\n', "sites.'1-0'", "N <= M"),
+        ("colour = 1\n", "colour", "unknown key"),
+        ("description = 'x'\n", "sites", "expected a [sites] table"),
+    ],
+)
+def test_bad_group_names_file_and_entry(tmp_path: Path, body: str, where: str,
+                                        problem: str) -> None:
+    path = group_file(tmp_path, body)
+    with pytest.raises(LayoutError) as caught:
+        load_group(path)
+    assert str(caught.value).startswith(f"{path}: {where}: ")
+    assert problem in str(caught.value)
 
 
-def test_assign_fills_tiles_in_order(tmp_path: Path) -> None:
+def test_a_group_naming_a_missing_layout_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, tile_toml(0, 0, 1, 1, 0), "solo")
+    (tmp_path / "groups").mkdir()
+    group_file(tmp_path / "groups", '[sites]\n"1" = "solo"\n"2+" = "2x2"\n')
+    with pytest.raises(LayoutError, match=r"groups/g\.toml: sites for 2: no layout named '2x2'"):
+        load_library(tmp_path)
+
+
+def test_group_steps_pick_by_count(tmp_path: Path) -> None:
+    group = load_group(group_file(tmp_path, '[sites]\n"1" = "a"\n"2-3" = "b"\n"4+" = "c"\n'))
+    assert [group.layout_for(n) for n in range(7)] == ["a", "a", "b", "b", "c", "c", "c"]
+
+
+def test_roles_are_checked(tmp_path: Path) -> None:
+    bad = tile_toml(0, 0, 1, 1, 0) .replace("order = 0", 'order = 0\nrole = "boss"')
+    with pytest.raises(LayoutError, match=r"tile 1: role: expected 'speaker', 'chair' or "):
+        load_layout(write(tmp_path, bad, "boss"))
+    good = tile_toml(0, 0, 1, 1, 0).replace("order = 0", 'order = 0\nrole = "pin:ha-giang"')
+    assert load_layout(write(tmp_path, good, "pinned")).tiles[0].role == "pin:ha-giang"
+
+
+def test_only_overlays_may_cover_earlier_tiles(tmp_path: Path) -> None:
+    base = tile_toml(0, 0, 1, 1, 0)
+    inset = tile_toml(0.7, 0.7, 0.25, 0.25, 1)
+    with pytest.raises(LayoutError, match="tile 2: overlaps tile 1"):
+        load_layout(write(tmp_path, base + inset, "plain"))
+    overlay = inset.replace("order = 1", "order = 1\noverlay = true")
+    assert load_layout(write(tmp_path, base + overlay, "pip")).tiles[1].overlay
+    under = tile_toml(0, 0, 1, 1, 1) + tile_toml(0.7, 0.7, 0.25, 0.25, 0).replace(
+        "order = 0", "order = 0\noverlay = true")
+    with pytest.raises(LayoutError, match="overlaps"):
+        load_layout(write(tmp_path, under, "under"))
+
+
+ROOM = ["hq", "a", "b", "c", "d", "e", "f", "g"]
+
+
+def test_place_fills_in_room_order_when_everyone_fits() -> None:
+    assert place(grid(2), ROOM[:3]) == ["hq", "a", "b", None]
+    assert place(grid(3), []) == [None] * 9
+
+
+def test_place_fills_tiles_by_order(tmp_path: Path) -> None:
     # tiles listed right-to-left in the file but ordered left-to-right
-    text = tile_toml(0.5, 0, 0.5, 1, 1) + tile_toml(0, 0, 0.5, 1, 0)
-    layout = load_layout(write(tmp_path, text, "pair"))
-    pairs = assign(layout, ["chair"])
-    assert [(tile.x, site) for tile, site in pairs] == [(0.0, "chair"), (0.5, None)]
+    layout = load_layout(write(tmp_path, tile_toml(0.5, 0, 0.5, 1, 1) + tile_toml(0, 0, 0.5, 1, 0),
+                               "pair"))
+    assert layout.tiles[0].x == 0.0
+    assert place(layout, ["hq"]) == ["hq", None]
 
 
-def test_assign_more_sites_than_tiles() -> None:
-    pairs = assign(grid(2), ["a", "b", "c", "d", "e", "f"])
-    assert [site for _, site in pairs] == ["a", "b", "c", "d"]
-    assert [tile.order for tile, _ in pairs] == [0, 1, 2, 3]
+def test_speaker_tile_shows_the_floor_and_swaps_with_the_previous(
+        library: LayoutLibrary) -> None:
+    layout = library.layouts["1+5"]
+    first = place(layout, ROOM[:5], chair="hq")
+    assert first == ["hq", "a", "b", "c", "d", None]
+    previous = {site: index for index, site in enumerate(first) if site}
+    second = place(layout, ROOM[:5], chair="hq", floor="c", recent=["c"], previous=previous)
+    # c moves up, hq takes c's old tile; a, b and d stay where they were
+    assert second == ["c", "a", "b", "hq", "d", None]
 
 
-def test_assign_no_sites() -> None:
-    assert [site for _, site in assign(grid(3), [])] == [None] * 9
+def test_voice_switched_tiles_show_the_most_recent_speakers(library: LayoutLibrary) -> None:
+    layout = library.layouts["1+5"]
+    present = ROOM  # eight sites, six tiles
+    shown = place(layout, present, chair="hq", floor="g", recent=["g", "e", "f"])
+    assert shown[0] == "g"
+    # five small tiles: the recent speakers e and f, then the others in room order
+    assert set(shown[1:]) == {"e", "f", "hq", "a", "b"}
+    again = place(layout, present, chair="hq", floor="g", recent=["g", "e", "f", "c"],
+                  previous={s: i for i, s in enumerate(shown) if s})
+    assert set(again[1:]) == {"e", "f", "c", "hq", "a"}
+    # only b made way for c; everyone else kept their tile
+    moved = [i for i in range(6) if shown[i] != again[i]]
+    assert len(moved) == 1 and shown[moved[0]] == "b" and again[moved[0]] == "c"
+
+
+def test_chair_pin_and_operator_pins(library: LayoutLibrary, tmp_path: Path) -> None:
+    lecture = library.layouts["lecture"]
+    assert place(lecture, ["a", "b", "hq"], chair="hq", floor="b")[0] == "hq"
+    # with the chair away its large tile is not left empty
+    assert place(lecture, ["a", "b"], chair="hq")[:3] == ["a", "b", None]
+    pinned = load_layout(write(tmp_path, tile_toml(0, 0, 0.5, 1, 0).replace(
+        "order = 0", 'order = 0\nrole = "pin:b"') + tile_toml(0.5, 0, 0.5, 1, 1), "pinned"))
+    assert place(pinned, ["a", "b"]) == ["b", "a"]
+    # an operator pin beats the tile's role and the floor
+    assert place(library.layouts["1+5"], ROOM[:3], floor="a", pins={0: "b"})[:3] == [
+        "b", "hq", "a"]
+    # a pin to an absent site leaves the tile to the usual rules
+    assert place(grid(2), ["hq", "a"], pins={1: "zz"}) == ["hq", "a", None, None]
+
+
+def test_speaker_tile_without_a_floor_shows_the_latest_speaker_then_the_chair(
+        library: LayoutLibrary) -> None:
+    layout = library.layouts["1+7"]
+    assert place(layout, ["a", "hq", "b"], chair="hq", recent=["b"])[0] == "b"
+    assert place(layout, ["a", "hq", "b"], chair="hq")[0] == "hq"
+    assert place(layout, ["a", "b"], chair="hq")[0] == "a"
 
 
 @pytest.mark.parametrize(
