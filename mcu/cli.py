@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("token", help="print a new site token and the hash for the config")
 
+    layouts = commands.add_parser("layouts", help="list the layouts and layout groups")
+    layouts.add_argument("--dir", type=Path, default=None,
+                         help="layouts folder (default: the repository's layouts/)")
+    layouts.add_argument("--preview", type=Path, metavar="DIR",
+                         help="also draw each layout as DIR/<name>.png (and DIR/index.png)")
+
     dial = commands.add_parser("dial", help="dial a room as a site")
     dial.add_argument("url", help="http://HOST:PORT/rooms/ROOM/sites/SITE")
     dial.add_argument("--token", default=os.environ.get("MCU_TOKEN"),
@@ -67,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.config)
         if args.command == "token":
             return _token()
+        if args.command == "layouts":
+            return _layouts(args.dir, args.preview)
         if args.command == "dial":
             return _run(_dial(args))
     except McuError as exc:
@@ -107,6 +115,29 @@ def _token() -> int:
     print(f'token_sha256 = "{digest}"')
     print("Give the token to the site; put token_sha256 in its [rooms.<room>.sites.<site>] table.",
           file=sys.stderr)
+    return 0
+
+
+def _layouts(directory: Path | None, preview: Path | None) -> int:
+    from .config import DEFAULT_LAYOUTS_DIR
+    from .layout import load_library
+
+    library = load_library(directory or DEFAULT_LAYOUTS_DIR)
+    for name, layout in sorted(library.layouts.items()):
+        roles = sorted({t.role for t in layout.tiles if t.role})
+        extra = f"  [{', '.join(roles)}]" if roles else ""
+        print(f"{name:14} {layout.capacity:3} tiles  {layout.description}{extra}")
+    for name, group in sorted(library.groups.items()):
+        steps = ", ".join(
+            f"{lo}{'+' if hi is None else '' if hi == lo else f'-{hi}'}: {layout}"
+            for lo, hi, layout in group.steps
+        )
+        print(f"{name:14} group      {group.description} ({steps})")
+    if preview is not None:
+        from .preview import write_previews
+
+        written = write_previews(library.layouts, preview)
+        print(f"wrote {len(written)} previews to {preview}", file=sys.stderr)
     return 0
 
 

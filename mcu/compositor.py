@@ -15,21 +15,30 @@ import av
 import numpy as np
 
 from . import _mix
+from .labels import blend_label, label_position, placeholder, render_label
 
 logger = logging.getLogger(__name__)
 
 # I420 colours (Y, U, V)
 BACKGROUND = (16, 128, 128)  # canvas behind and between tiles: black
-WAITING = (48, 128, 128)  # a site present but with no recent video: dark grey
+WAITING = (48, 128, 128)  # a tile held for a site with no name to show: dark grey
+HIGHLIGHT = (210, 16, 146)  # the active speaker's border: yellow
 
 
 @dataclass(frozen=True)
 class Placement:
-    """What one tile shows: a frame, or a flat colour when `frame` is None."""
+    """What one tile shows.
+
+    A frame scaled into the tile; or, without a frame, the placeholder of the site `name` (a
+    site present without video) or a flat `colour` (an empty tile). A tile with a `name` carries
+    the site's label; `highlight` draws the active speaker's border.
+    """
 
     rect: tuple[int, int, int, int]
     frame: av.VideoFrame | None
     colour: tuple[int, int, int] = WAITING
+    name: str | None = None
+    highlight: bool = False
 
 
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -89,11 +98,15 @@ class Canvas:
             self._fill((0, 0, self.width, self.height), BACKGROUND)
             self._shown = []
 
+        redrawn: list[tuple[int, int, int, int]] = []
         for i, placement in enumerate(placements):
             before = self._shown[i] if i < len(self._shown) else None
-            if before is not None and _same(before, placement):
+            # an overlay must be drawn again when a tile below it was
+            covered = any(_intersect(placement.rect, rect) for rect in redrawn)
+            if before is not None and _same(before, placement) and not covered:
                 continue
             self._draw(placement, cache)
+            redrawn.append(placement.rect)
             self.redrawn_tiles += 1
         self._shown = list(placements)
         return av.VideoFrame.from_ndarray(self._buffer, format="yuv420p")
@@ -104,20 +117,44 @@ class Canvas:
         cache: dict[int, Planes],
     ) -> None:
         frame = placement.frame
-        if frame is None:
-            self._fill(placement.rect, placement.colour)
-            return
-        key = id(frame)
-        if key not in cache:
-            cache[key] = planes(frame)
-        sy, su, sv = cache[key]
         x, y, w, h = placement.rect
-        _mix.scale_into_tile(sy, su, sv, self.y, self.u, self.v, x, y, w, h, *BACKGROUND)
+        if frame is not None:
+            key = id(frame)
+            if key not in cache:
+                cache[key] = planes(frame)
+            sy, su, sv = cache[key]
+            _mix.scale_into_tile(sy, su, sv, self.y, self.u, self.v, x, y, w, h, *BACKGROUND)
+        elif placement.name is not None:
+            # a site without video: its placeholder already shows its name
+            py, pu, pv = placeholder(placement.name, w, h)
+            self.y[y : y + h, x : x + w] = py
+            self.u[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2] = pu
+            self.v[y // 2 : (y + h) // 2, x // 2 : (x + w) // 2] = pv
+        else:
+            self._fill(placement.rect, placement.colour)
+
+        if frame is not None and placement.name is not None:
+            label = render_label(placement.name, w, h)
+            blend_label(label, self.y, self.u, self.v, *label_position(placement.rect, label))
+        if placement.highlight:
+            self._border(placement.rect, HIGHLIGHT)
+
+    def _border(self, rect: tuple[int, int, int, int], colour: tuple[int, int, int]) -> None:
+        """A frame just inside `rect`, about 1/90 of its height thick (even, at least 2)."""
+        x, y, w, h = rect
+        t = min(max(2, 2 * round(h / 180)), w // 2 - w // 2 % 2, h // 2 - h // 2 % 2)
+        if t < 2:
+            return
+        for strip in ((x, y, w, t), (x, y + h - t, w, t), (x, y, t, h), (x + w - t, y, t, h)):
+            self._fill(strip, colour)
 
 
 def _same(a: Placement, b: Placement) -> bool:
-    if a.rect != b.rect:
-        return False
-    if a.frame is None or b.frame is None:
-        return a.frame is None and b.frame is None and a.colour == b.colour
-    return a.frame is b.frame
+    """Whether two placements draw the same pixels (frames compared by identity)."""
+    return (a.rect, a.colour, a.name, a.highlight) == (b.rect, b.colour, b.name, b.highlight) and (
+        a.frame is b.frame
+    )
+
+
+def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]

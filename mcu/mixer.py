@@ -83,11 +83,12 @@ class Mixer:
         self._outputs = np.zeros((0, FRAME), np.int16)
         self._levels = np.zeros(0, np.float64)
 
-    def tick(self, sites: Sequence[Site]) -> None:
+    def tick(self, sites: Sequence[Site]) -> np.ndarray:
+        """Mix one 20 ms tick; returns the sites' input frames (a view valid until next tick)."""
         n = len(sites)
         if n == 0:
             self._audio.clear()
-            return
+            return self._inputs[:0]
         if self._inputs.shape[0] != n:
             self._inputs = np.zeros((n, FRAME), np.int16)
             self._outputs = np.zeros((n, FRAME), np.int16)
@@ -116,3 +117,4 @@ class Mixer:
             )
             frame.sample_rate = RATE
             site.audio_out.offer(frame)
+        return self._inputs

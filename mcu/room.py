@@ -23,6 +23,7 @@ from .exceptions import McuError
 from .layout import Layout, LayoutLibrary, place, site_order
 from .mixer import Mixer
 from .site import Site
+from .speaker import RoomSpeaker
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class Room:
         self._watchers: set[asyncio.Task[None]] = set()
         self._canvases: dict[tuple[int, int], Canvas] = {}
         self._mixer = Mixer()
+        self._speaker = RoomSpeaker()  # owned by the audio clock thread
+        self._heard: set[str] = set()  # sites the speaker tracker knows
         self._epoch = time.monotonic()
         self._next_frame_due: dict[Site, float] = {}
         self._previous: tuple[str, dict[str, int]] = ("", {})  # layout name, site → tile index
@@ -241,9 +244,29 @@ class Room:
         if site is None:
             return Placement(rect, None, BACKGROUND)
         slot = site.video_slot
+        speaking = site.id == self.floor
         if slot is None or now - slot.arrived > self.stale_after:
-            return Placement(rect, None)
-        return Placement(rect, slot.frame)
+            return Placement(rect, None, name=site.name, highlight=speaking)
+        return Placement(rect, slot.frame, name=site.name, highlight=speaking)
 
     def _audio_tick(self, deadline: float) -> None:
-        self._mixer.tick(self.roster)
+        roster = self.roster
+        inputs = self._mixer.tick(roster)
+
+        # speaker detection on the same frames; a site that left gives up the floor
+        present = {site.id for site in roster}
+        for gone in self._heard - present:
+            self._speaker.remove(gone)
+        self._heard = present
+        change = self._speaker.update(
+            deadline,
+            {site.id: site.level_dbov for site in roster},
+            {site.id: inputs[i] for i, site in enumerate(roster)},
+        )
+        self.recent = self._speaker.floor.recent()
+        if change is not None:
+            self.floor = change.site
+            logger.info("room=%s site=%s has the floor (after %s)", self.id, change.site,
+                        change.previous or "nobody")
+        elif self.floor is not None and self.floor not in present:
+            self.floor = self._speaker.holder

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import av
+import numpy as np
 import pytest
 
 from mcu.dial import Call
+from mcu.labels import placeholder
 from mcu.layout import load_layout
 from mcu.sources import ColourTrack, ToneTrack
 
@@ -133,7 +136,7 @@ async def test_dialling_again_replaces_the_session(mcu_server) -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_a_silent_site_keeps_its_last_frame_then_shows_an_empty_tile(mcu_server) -> None:
+async def test_a_silent_site_keeps_its_last_frame_then_shows_its_placeholder(mcu_server) -> None:
     server = await mcu_server(room_config(SITES[:2], width=WIDTH, height=HEIGHT))
     room = server.rooms["test"]
     room.stale_after = 1.5
@@ -157,9 +160,15 @@ async def test_a_silent_site_keeps_its_last_frame_then_shows_an_empty_tile(mcu_s
         assert colour_close(region_colour(watcher.latest_video, north_tile), COLOURS["north"]), (
             "the last frame is kept while the site is only briefly silent"
         )
+        # then the tile shows north's placeholder (its name on slate) instead of a frozen picture
+        _, _, w, h = north_tile
+        py, pu, pv = placeholder(room.sites["north"].name, w, h)
+        card = av.VideoFrame.from_ndarray(np.vstack([py, np.concatenate(
+            [pu.reshape(-1), pv.reshape(-1)]).reshape(-1, w)]), format="yuv420p")
+        expected = tuple(round(c) for c in region_colour(card, (0, 0, w, h)))
         await wait_until(
-            lambda: colour_close(region_colour(watcher.latest_video, north_tile), (48, 128, 128)),
-            10, "north's tile to turn empty")
+            lambda: colour_close(region_colour(watcher.latest_video, north_tile), expected),
+            10, "north's tile to show its placeholder")
         elapsed = asyncio.get_running_loop().time() - stopped
         assert 1.0 < elapsed < 5.0, elapsed
         assert [s.id for s in room.roster] == ["hq", "north"]

@@ -1,0 +1,132 @@
+"""End to end: the large tile of a speaker layout follows the site that talks, without flicker.
+
+Four aiortc sites, each sending its own flat colour; their audio is silence until the test makes one
+of them speak a Vietnamese sentence made by espeak-ng.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from mcu.dial import Call
+from mcu.layout import load_layout
+from mcu.media import speech_wav
+from mcu.sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, ColourTrack
+
+from .analysis import colour_close, region_colour
+from .conftest import LAYOUTS, room_config, site_token, url
+from .test_conference import COLOURS, SITES
+
+WIDTH, HEIGHT = 320, 180
+
+
+class SpeakingTrack(MediaStreamTrack):
+    """Silence, or the given speech samples once `speak()` is called; 20 ms frames in real time."""
+
+    kind = "audio"
+
+    def __init__(self, speech: np.ndarray) -> None:
+        super().__init__()
+        self._speech = speech
+        self._position: int | None = None
+        self._sent = 0
+        self._start: float | None = None
+
+    def speak(self) -> None:
+        self._position = 0
+
+    @property
+    def speaking(self) -> bool:
+        return self._position is not None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        delay = self._start + self._sent / AUDIO_RATE - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = np.zeros(AUDIO_SAMPLES, np.int16)
+        if self._position is not None:
+            part = self._speech[self._position : self._position + AUDIO_SAMPLES]
+            chunk[: len(part)] = part
+            self._position += AUDIO_SAMPLES
+            if self._position >= len(self._speech):
+                self._position = None
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._sent
+        frame.time_base = AUDIO_TIME_BASE
+        self._sent += AUDIO_SAMPLES
+        return frame
+
+
+def load_speech(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+        chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
+                  for f in resampler.resample(frame)]
+    return np.concatenate(chunks)
+
+
+@pytest.mark.timeout(120)
+async def test_the_large_tile_follows_the_talker_once(mcu_server, tmp_path: Path) -> None:
+    speech = load_speech(speech_wav(
+        "Kính thưa các đồng chí, hôm nay chúng ta họp giao ban về công tác thi hành án dân sự "
+        "của tháng mười một và kế hoạch của tháng mười hai.", tmp_path / "speech.wav"))
+    server = await mcu_server(room_config(SITES, layout="1+5", width=WIDTH, height=HEIGHT))
+    room = server.rooms["test"]
+    voices = {site: SpeakingTrack(speech) for site in SITES}
+    calls = {
+        site: Call(url(server, "test", site), site_token(site),
+                   video=ColourTrack(COLOURS[site], 320, 240, fps=15), audio=voices[site])
+        for site in SITES
+    }
+    await asyncio.gather(*(call.connect() for call in calls.values()))
+    big = load_layout(LAYOUTS / "1+5.toml").tiles[0].rect(WIDTH, HEIGHT)
+    watcher = calls["hq"]
+    floors: list[str | None] = []
+
+    async def watch_floor() -> None:
+        while True:
+            if not floors or floors[-1] != room.floor:
+                floors.append(room.floor)
+            await asyncio.sleep(0.02)
+
+    watching = asyncio.ensure_future(watch_floor())
+    loop = asyncio.get_running_loop()
+    try:
+        await watcher.wait_video(10, timeout=20)
+        await asyncio.sleep(1.5)
+        # nobody has spoken: the chair is in the large tile
+        assert room.floor is None
+        assert colour_close(region_colour(watcher.latest_video, big), COLOURS["hq"])
+
+        async def takes_large_tile(site: str) -> float:
+            started = loop.time()
+            voices[site].speak()
+            while not colour_close(region_colour(watcher.latest_video, big), COLOURS[site]):
+                assert loop.time() - started < 5, f"{site} never reached the large tile"
+                await asyncio.sleep(0.05)
+            return loop.time() - started
+
+        assert await takes_large_tile("north") < 2.0
+        assert room.floor == "north"
+        await asyncio.sleep(len(speech) / AUDIO_RATE - 1.0)  # the rest of the sentence
+        assert not voices["north"].speaking
+
+        assert await takes_large_tile("south") < 2.0
+        await asyncio.sleep(len(speech) / AUDIO_RATE)
+        assert not voices["south"].speaking
+        assert floors == [None, "north", "south"], f"the floor flickered: {floors}"
+    finally:
+        watching.cancel()
+        await asyncio.gather(*(call.hang_up() for call in calls.values()))
