@@ -7,6 +7,7 @@ of them speak a Vietnamese sentence made by espeak-ng.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import av
@@ -129,4 +130,52 @@ async def test_the_large_tile_follows_the_talker_once(mcu_server, tmp_path: Path
         assert floors == [None, "north", "south"], f"the floor flickered: {floors}"
     finally:
         watching.cancel()
+        await asyncio.gather(*(call.hang_up() for call in calls.values()))
+
+
+@pytest.mark.timeout(120)
+async def test_operator_changes_layout_pins_and_chair_at_run_time(mcu_server, caplog) -> None:
+    server = await mcu_server(room_config(SITES, width=WIDTH, height=HEIGHT))
+    room = server.rooms["test"]
+    calls = {
+        site: Call(url(server, "test", site), site_token(site),
+                   video=ColourTrack(COLOURS[site], 320, 240, fps=15),
+                   audio=SpeakingTrack(np.zeros(0, np.int16)))
+        for site in SITES
+    }
+    await asyncio.gather(*(call.connect() for call in calls.values()))
+    watcher = calls["north"]
+    loop = asyncio.get_running_loop()
+
+    async def shows(rect: tuple[int, int, int, int], site: str) -> None:
+        deadline = loop.time() + 5
+        while not colour_close(region_colour(watcher.latest_video, rect), COLOURS[site]):
+            assert loop.time() < deadline, f"{site} not shown at {rect}"
+            await asyncio.sleep(0.05)
+
+    try:
+        await watcher.wait_video(10, timeout=20)
+        grid = load_layout(LAYOUTS / "2x2.toml").tiles
+        await shows(grid[3].rect(WIDTH, HEIGHT), "south")
+
+        caplog.set_level(logging.INFO, logger="mcu.site")
+        room.set_layout("1+5")
+        big = load_layout(LAYOUTS / "1+5.toml").tiles[0].rect(WIDTH, HEIGHT)
+        await shows(big, "hq")
+        assert sum("keyframe requested (layout change)" in r.message
+                   for r in caplog.records) == len(SITES)
+
+        room.set_pins({0: "centre"})
+        await shows(big, "centre")
+        room.set_pins({})
+        room.set_chair("south")
+        await shows(big, "south")
+        with pytest.raises(Exception, match="no layout 'nine'"):
+            room.set_layout("nine")
+        with pytest.raises(Exception, match="no site 'ghost' to pin"):
+            room.set_pins({0: "ghost"})
+        assert room.layout_name == "1+5"
+        # the sites never renegotiated: still one session each
+        assert all(call.location for call in calls.values())
+    finally:
         await asyncio.gather(*(call.hang_up() for call in calls.values()))
