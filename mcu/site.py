@@ -14,7 +14,6 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -112,9 +111,8 @@ class Site:
         """Make the encoder of our outgoing video send a keyframe with its next frame."""
         for transceiver in self.pc.getTransceivers():
             if transceiver.sender.track is self.video_out:
-                # aiortc keeps this flag private; it is what a PLI from the site sets (1.16)
-                sender: Any = transceiver.sender
-                sender._RTCRtpSender__force_keyframe = True
+                # aiortc's own hook for a PLI from the site (1.16); the next frame is a keyframe
+                transceiver.sender._send_keyframe()
                 logger.info("room=%s site=%s keyframe requested (%s)", self.room_id, self.id,
                             reason)
 
