@@ -45,7 +45,7 @@ _SERVER_KEYS = (
     "ice_servers",
 )
 _PROFILE_KEYS = ("width", "height", "fps", "video_kbps", "audio_kbps")
-_ROOM_KEYS = ("name", "layout", "profile", "chair", "sites")
+_ROOM_KEYS = ("name", "layout", "profile", "chair", "self_view", "sites")
 _SITE_KEYS = ("name", "token_sha256", "profile")
 _ICE_KEYS = ("urls", "username", "credential")
 _TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
@@ -106,6 +106,8 @@ class RoomConfig:
     profile: str
     chair: str | None
     sites: tuple[SiteConfig, ...]
+    # False: the active speaker sees the previous speaker in its place instead of itself
+    self_view: bool = True
 
     def site(self, site_id: str) -> SiteConfig | None:
         """The site with this id, or None when it is not one of the room's."""
@@ -219,6 +221,14 @@ class _Table:
         value = self.get(name, "a string")
         if not isinstance(value, str):
             raise self.error(name, f"expected a string, got {kind_of(value)}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if not isinstance(value, bool):
+            raise self.error(name, f"expected true or false, got {kind_of(value)}")
         return value
 
     def optional_string(self, name: str) -> str | None:
@@ -510,7 +520,8 @@ def _room(
             f"({_listing([site.id for site in sites])}), got {chair!r}",
         )
 
-    return RoomConfig(room_id, name, layout, profile, chair, tuple(sites))
+    self_view = table.boolean("self_view", True)
+    return RoomConfig(room_id, name, layout, profile, chair, tuple(sites), self_view)
 
 
 def _site(site_id: str, table: _Table, profiles: Mapping[str, Profile]) -> SiteConfig:

@@ -324,7 +324,7 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
             'chair = "tong-cuc"',
             'chair = "tong-cuc"\nlayuot = "2x2"',
             "rooms.giao-ban.layuot",
-            "unknown key; expected one of: name, layout, profile, chair, sites",
+            "unknown key; expected one of: name, layout, profile, chair, self_view, sites",
         ),
         (
             'profile = "high"',
@@ -719,3 +719,13 @@ def test_load_config_names_the_file_in_errors(tmp_path: Path) -> None:
     error = caught.value
     assert (error.file, error.key) == (str(path), "profiles.low.fps")
     assert error.expected == "expected an integer in 1..60, got 99"
+
+
+def test_self_view_defaults_to_true_and_must_be_a_boolean(tmp_path: Path) -> None:
+    text = (REPO / "conf" / "demo.toml").read_text(encoding="utf-8")
+    assert parse_config(text, REPO / "conf" / "demo.toml").rooms["demo"].self_view is True
+    off = text.replace('chair = "tong-cuc"', 'chair = "tong-cuc"\nself_view = false', 1)
+    assert parse_config(off, REPO / "conf" / "demo.toml").rooms["demo"].self_view is False
+    bad = text.replace('chair = "tong-cuc"', 'chair = "tong-cuc"\nself_view = "no"', 1)
+    with pytest.raises(ConfigError, match=r"rooms\.demo\.self_view: expected true or false"):
+        parse_config(bad, REPO / "conf" / "demo.toml")
