@@ -1,0 +1,120 @@
+"""Adaptive profile choice: move a site down the profile ladder when its link cannot carry its
+profile, and back up, with hysteresis so it never flaps.
+
+Pure: fed the receiver's estimate (REMB, RFC draft-alvestrand-rmcat-remb) and the loss fraction
+from its receiver reports (RFC 3550 section 6.4.1), with the time passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import Profile
+
+logger = logging.getLogger(__name__)
+
+
+def ladder(profiles: Sequence[Profile], ceiling: Profile) -> list[Profile]:
+    """The profiles a site may use, cheapest first, up to its configured one."""
+    total = ceiling.video_kbps + ceiling.audio_kbps
+    usable = [p for p in profiles if p.video_kbps + p.audio_kbps <= total]
+    return sorted(usable, key=lambda p: (p.video_kbps + p.audio_kbps, p.width * p.height))
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    time: float
+    before: str
+    after: str
+    reason: str
+
+
+class AdaptiveProfile:
+    """The profile one site should receive now.
+
+    Down one step when the estimate stays below `down_margin` x the current profile's total
+    bitrate for `down_after` seconds, or the loss stays above `loss_down` for as long. Up one step
+    when the estimate stays above `up_margin` x the next profile's total with loss under
+    `loss_up` for `up_after` seconds. After any change, no other for `hold` seconds.
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Profile],
+        start: Profile,
+        *,
+        down_margin: float = 1.0,
+        up_margin: float = 1.3,
+        loss_down: float = 0.10,
+        loss_up: float = 0.02,
+        down_after: float = 2.0,
+        up_after: float = 8.0,
+        hold: float = 8.0,
+    ) -> None:
+        if not steps:
+            raise ValueError("a site needs at least one profile")
+        self.steps = list(steps)
+        self.index = next((i for i, p in enumerate(self.steps) if p.name == start.name),
+                          len(self.steps) - 1)
+        self.down_margin = down_margin
+        self.up_margin = up_margin
+        self.loss_down = loss_down
+        self.loss_up = loss_up
+        self.down_after = down_after
+        self.up_after = up_after
+        self.hold = hold
+        self.history: list[ProfileChange] = []
+        self._low_since: float | None = None
+        self._high_since: float | None = None
+        self._changed_at = -1e9
+
+    @property
+    def profile(self) -> Profile:
+        return self.steps[self.index]
+
+    @staticmethod
+    def _bps(profile: Profile) -> int:
+        return (profile.video_kbps + profile.audio_kbps) * 1000
+
+    def update(self, now: float, estimate_bps: float | None,
+               loss_fraction: float | None) -> ProfileChange | None:
+        """One observation; returns the change it causes, if any."""
+        loss = loss_fraction or 0.0
+        current = self.profile
+        starved = (estimate_bps is not None
+                   and estimate_bps < self.down_margin * self._bps(current))
+        lossy = loss > self.loss_down
+        if (starved or lossy) and self.index > 0:
+            self._low_since = now if self._low_since is None else self._low_since
+        else:
+            self._low_since = None
+
+        headroom = False
+        if self.index + 1 < len(self.steps) and estimate_bps is not None:
+            headroom = (estimate_bps >= self.up_margin * self._bps(self.steps[self.index + 1])
+                        and loss < self.loss_up)
+        if headroom:
+            self._high_since = now if self._high_since is None else self._high_since
+        else:
+            self._high_since = None
+
+        if now - self._changed_at < self.hold:
+            return None
+        estimate = (f"estimate {estimate_bps / 1000:.0f} kbit/s" if estimate_bps is not None
+                    else "no estimate")
+        if self._low_since is not None and now - self._low_since >= self.down_after:
+            return self._move(now, -1, f"loss {loss:.0%}" if lossy and not starved else estimate)
+        if self._high_since is not None and now - self._high_since >= self.up_after:
+            return self._move(now, +1, estimate)
+        return None
+
+    def _move(self, now: float, step: int, reason: str) -> ProfileChange:
+        before = self.profile.name
+        self.index += step
+        self._changed_at = now
+        self._low_since = self._high_since = None
+        change = ProfileChange(now, before, self.profile.name, reason)
+        self.history.append(change)
+        return change
