@@ -85,8 +85,8 @@ class Canvas:
         self,
         placements: Sequence[Placement],
         plane_cache: dict[int, Planes] | None = None,
-    ) -> av.VideoFrame:
-        """Draw the tiles that changed and return a new frame holding the canvas.
+    ) -> None:
+        """Draw the tiles that changed; `frame()` then gives the picture to encode.
 
         `plane_cache` (keyed by `id(frame)`, valid for one tick) lets canvases of several sizes
         share the plane extraction of the same source frame.
@@ -109,6 +109,9 @@ class Canvas:
             redrawn.append(placement.rect)
             self.redrawn_tiles += 1
         self._shown = list(placements)
+
+    def frame(self) -> av.VideoFrame:
+        """A new frame holding the canvas as drawn; the encoder owns it from then on."""
         return av.VideoFrame.from_ndarray(self._buffer, format="yuv420p")
 
     def _draw(

@@ -1,34 +1,36 @@
-"""The conference: who is present, where each site goes, and the two media clocks.
+"""The conference: who is present, the two media clocks, rate control and operator actions.
 
 The room's roster is an immutable tuple replaced on the event loop whenever a site joins or leaves;
 the video and audio clock threads read whichever tuple is current at their tick, so a join or a
-leave re-flows the layout on the next tick without any lock.
+leave re-flows the layout on the next tick without any lock. The video side (placement, canvases,
+encoder groups) is `video.VideoMixer`; the audio side is `mixer.Mixer` plus speaker detection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import logging
 import time
 from collections.abc import Mapping
 
 from aiortc import RTCIceServer
 
+from .bitrate import AdaptiveProfile, ladder
 from .clock import Clock
-from .compositor import BACKGROUND, Canvas, Placement, Planes
 from .config import Profile, RoomConfig
 from .exceptions import McuError
-from .layout import Layout, LayoutLibrary, place, site_order
+from .layout import Layout, LayoutLibrary, site_order
 from .mixer import Mixer
 from .site import Site
 from .speaker import RoomSpeaker
+from .video import Stage, VideoMixer
 
 logger = logging.getLogger(__name__)
 
-VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
-STALE_AFTER = 3.0  # seconds a tile keeps a silent site's last frame before showing it empty
+STALE_AFTER = 3.0  # seconds a tile keeps a silent site's last frame before showing its card
+HIDDEN_REMB_BPS = 150_000  # what a site not shown anywhere is asked to send
+CONTROL_PERIOD = 1.0  # seconds between rate-control rounds
 
 
 class UnknownSite(LookupError):
@@ -55,17 +57,17 @@ class Room:
         self.chair = config.chair
         self.pins: dict[int, str] = {}  # tile index → site, set by the operator
         self.floor: str | None = None  # the active speaker
+        self.previous_floor: str | None = None
         self.recent: tuple[str, ...] = ()  # most recent speakers first
         self.sites: dict[str, Site] = {}
         self.roster: tuple[Site, ...] = ()
-        self._watchers: set[asyncio.Task[None]] = set()
-        self._canvases: dict[tuple[int, int], Canvas] = {}
+        self.visible: frozenset[str] = frozenset()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.video = VideoMixer(config.id, layouts, self._visible_changed)
         self._mixer = Mixer()
         self._speaker = RoomSpeaker()  # owned by the audio clock thread
         self._heard: set[str] = set()  # sites the speaker tracker knows
-        self._epoch = time.monotonic()
-        self._next_frame_due: dict[Site, float] = {}
-        self._previous: tuple[str, dict[str, int]] = ("", {})  # layout name, site → tile index
 
         # the clock runs at the fastest profile any of the room's sites may use
         fps = max(profiles[config.profile_of(s.id)].fps for s in config.sites)
@@ -77,18 +79,30 @@ class Room:
         return self.config.id
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.video_clock.start()
         self.audio_clock.start()
+        self._own(self._control())
         logger.info("room=%s started: layout=%s, %d sites configured", self.id,
                     self.layout_name, len(self.config.sites))
+
+    def _own(self, coroutine) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- sites joining and leaving ------------------------------------------------------------
 
     async def join(self, site_id: str, offer_sdp: str) -> tuple[Site, str]:
         """Answer a site's offer. A site already present is replaced by the new session."""
         site_config = self.config.site(site_id)
         if site_config is None:
             raise UnknownSite(site_id)
-        profile = self.profiles[self.config.profile_of(site_id)]
-        site = Site(self.id, site_config, profile, self.ice_servers)
+        own = self.profiles[self.config.profile_of(site_id)]
+        adaptive = AdaptiveProfile(ladder(list(self.profiles.values()), own), own)
+        site = Site(self.id, site_config, adaptive, self.ice_servers)
+        site.on_picture_loss = self._picture_lost
+        site.video_out.on_overflow = lambda: self._picture_lost(site, "sender backlog")
         try:
             answer = await site.answer(offer_sdp)
         except BaseException:
@@ -102,12 +116,9 @@ class Room:
             logger.info("room=%s site=%s dialled again: replacing session %s", self.id, site_id,
                         old.session_id)
             await old.close()
-        logger.info("room=%s site=%s joined (profile %s, session %s); %d present", self.id,
-                    site_id, profile.name, site.session_id, len(self.roster))
-
-        watcher = asyncio.ensure_future(self._watch(site))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        logger.info("room=%s site=%s joined (profile %s, codec %s, session %s); %d present",
+                    self.id, site_id, own.name, site.codec, site.session_id, len(self.roster))
+        self._own(self._watch(site))
         return site, answer
 
     async def hang_up(self, site_id: str, session_id: str) -> bool:
@@ -137,12 +148,12 @@ class Room:
         self.roster = tuple(self.sites[site_id] for site_id in order)
 
     async def close(self) -> None:
-        """Hang up every site and stop both clocks."""
-        for watcher in list(self._watchers):
-            watcher.cancel()
-        for watcher in list(self._watchers):
+        """Hang up every site, stop both clocks and every encoder."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await task
         sites = list(self.sites.values())
         self.sites.clear()
         self.roster = ()
@@ -150,9 +161,40 @@ class Room:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.video_clock.stop)
         await loop.run_in_executor(None, self.audio_clock.stop)
+        await loop.run_in_executor(None, self.video.close)
         logger.info("room=%s closed", self.id)
 
-    # --- clock threads -------------------------------------------------------------------------
+    # --- feedback and rate control (event loop) -------------------------------------------------
+
+    def _picture_lost(self, site: Site, reason: str) -> None:
+        group = self.video.group_of(site)
+        if group is not None:
+            group.request_keyframe(site.id, reason)
+
+    def _visible_changed(self, visible: frozenset[str]) -> None:
+        # called from the video thread: the sites shown anywhere changed
+        self.visible = visible
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._apply_visibility)
+
+    def _apply_visibility(self) -> None:
+        # decode only the video of sites someone sees; resume with a keyframe request
+        for site in self.roster:
+            site.request_video(site.id in self.visible, "on screen" if site.id in self.visible
+                               else "not on screen")
+
+    async def _control(self) -> None:
+        while True:
+            await asyncio.sleep(CONTROL_PERIOD)
+            now = time.monotonic()
+            for site in self.roster:
+                change = site.adaptive.update(now, site.remb_bps, site.loss_fraction)
+                if change is not None:
+                    logger.info("room=%s site=%s profile %s -> %s (%s)", self.id, site.id,
+                                change.before, change.after, change.reason)
+                if not site.receiving_video:
+                    await site.send_remb(HIDDEN_REMB_BPS)
 
     # --- operator actions: applied at the next frame, then every encoder sends a keyframe ------
 
@@ -163,7 +205,7 @@ class Room:
         if name != self.layout_name:
             self.layout_name = name
             logger.info("room=%s layout changed to %s", self.id, name)
-            self._refresh_pictures()
+            self.video.force_keyframes("layout change")
 
     def set_chair(self, site_id: str | None) -> None:
         if site_id is not None and self.config.site(site_id) is None:
@@ -172,7 +214,7 @@ class Room:
             self.chair = site_id
             logger.info("room=%s chair changed to %s", self.id, site_id or "nobody")
             self._reflow()
-            self._refresh_pictures()
+            self.video.force_keyframes("chair change")
 
     def set_pins(self, pins: Mapping[int, str]) -> None:
         for index, site_id in pins.items():
@@ -183,71 +225,26 @@ class Room:
         self.pins = dict(pins)
         logger.info("room=%s pins set: %s", self.id,
                     ", ".join(f"tile {i + 1}={s}" for i, s in sorted(pins.items())) or "none")
-        self._refresh_pictures()
-
-    def _refresh_pictures(self) -> None:
-        for site in self.roster:
-            site.request_keyframe("layout change")
+        self.video.force_keyframes("pins change")
 
     def current_layout(self, present: int) -> Layout:
         return self.layouts.choose(self.layout_name, present)
 
+    # --- clock threads -------------------------------------------------------------------------
+
     def _video_tick(self, deadline: float) -> None:
-        roster = self.roster
-        if not roster:
-            self._next_frame_due.clear()
-            return
-        layout = self.current_layout(len(roster))
-        by_id = {site.id: site for site in roster}
-        before_name, before = self._previous
-        shown = place(
-            layout,
-            [site.id for site in roster],
+        stage = Stage(
+            roster=self.roster,
+            layout_name=self.layout_name,
             chair=self.chair,
+            pins=dict(self.pins),
             floor=self.floor,
+            previous_floor=self.previous_floor,
             recent=self.recent,
-            pins=self.pins,
-            previous=before if before_name == layout.name else None,
+            self_view=self.config.self_view,
+            stale_after=self.stale_after,
         )
-        self._previous = (layout.name, {s: i for i, s in enumerate(shown) if s is not None})
-        now = time.monotonic()
-        pts = int((deadline - self._epoch) * 90000)
-
-        # one canvas per output size; each source frame's planes are extracted once per tick
-        plane_cache: dict[int, Planes] = {}
-        frames = {}
-        for size in {(s.profile.width, s.profile.height) for s in roster}:
-            canvas = self._canvases.get(size)
-            if canvas is None:
-                canvas = self._canvases[size] = Canvas(*size)
-            placements = [
-                self._placement(tile.rect(*size), by_id[site_id] if site_id else None, now)
-                for tile, site_id in zip(layout.tiles, shown, strict=True)
-            ]
-            frame = canvas.compose(placements, plane_cache)
-            frame.pts = pts
-            frame.time_base = VIDEO_TIME_BASE
-            frames[size] = frame
-
-        # each site at its own profile's frame rate
-        for site in roster:
-            due = self._next_frame_due.get(site, deadline)
-            if deadline + 1e-3 < due:
-                continue
-            self._next_frame_due[site] = max(due + 1 / site.profile.fps, deadline)
-            site.video_out.offer(frames[(site.profile.width, site.profile.height)])
-        for gone in [s for s in self._next_frame_due if s not in by_id.values()]:
-            del self._next_frame_due[gone]
-
-    def _placement(self, rect: tuple[int, int, int, int], site: Site | None,
-                   now: float) -> Placement:
-        if site is None:
-            return Placement(rect, None, BACKGROUND)
-        slot = site.video_slot
-        speaking = site.id == self.floor
-        if slot is None or now - slot.arrived > self.stale_after:
-            return Placement(rect, None, name=site.name, highlight=speaking)
-        return Placement(rect, slot.frame, name=site.name, highlight=speaking)
+        self.video.tick(deadline, stage)
 
     def _audio_tick(self, deadline: float) -> None:
         roster = self.roster
@@ -265,6 +262,7 @@ class Room:
         )
         self.recent = self._speaker.floor.recent()
         if change is not None:
+            self.previous_floor = change.previous
             self.floor = change.site
             logger.info("room=%s site=%s has the floor (after %s)", self.id, change.site,
                         change.previous or "nobody")

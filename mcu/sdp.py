@@ -25,6 +25,7 @@ class MediaSection:
     port: int
     codecs: dict[str, str] = field(default_factory=dict)  # payload type → codec name
     fmtp: dict[str, str] = field(default_factory=dict)  # payload type → format parameters
+    formats: list[str] = field(default_factory=list)  # payload types in preference order
 
 
 def parse_sections(text: str) -> list[MediaSection]:
@@ -40,7 +41,8 @@ def parse_sections(text: str) -> list[MediaSection]:
             parts = line[2:].split()
             if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
                 raise OfferError(f"malformed media line {number}: {line[:60]!r}")
-            section = MediaSection(parts[0].lower(), int(parts[1].split("/")[0]))
+            section = MediaSection(parts[0].lower(), int(parts[1].split("/")[0]),
+                                   formats=parts[3:])
             # static payload types need no rtpmap line (RFC 3551 section 6)
             for pt in parts[3:]:
                 if pt in _STATIC:
@@ -51,6 +53,15 @@ def parse_sections(text: str) -> list[MediaSection]:
         elif sections and (match := _FMTP.match(line)):
             sections[-1].fmtp[match.group(1)] = match.group(2)
     return sections
+
+
+def first_codec(text: str, kind: str) -> str | None:
+    """The lower-case name of the first codec of the first `kind` section (an answer's choice)."""
+    for section in parse_sections(text):
+        if section.kind == kind and section.port != 0:
+            known = [section.codecs[pt] for pt in section.formats if pt in section.codecs]
+            return known[0].lower() if known else None
+    return None
 
 
 def _h264_usable(fmtp: str) -> bool:

@@ -13,14 +13,33 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import av
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 
 from .config import Profile, SiteConfig
-from .tracks import CompositeVideoTrack, MixAudioTrack
+from .bitrate import AdaptiveProfile
+from .sdp import first_codec
+from .tracks import EncodedVideoTrack, MixAudioTrack
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +61,16 @@ class Site:
         self,
         room_id: str,
         config: SiteConfig,
-        profile: Profile,
+        adaptive: AdaptiveProfile,
         ice_servers: list[RTCIceServer],
     ) -> None:
         self.room_id = room_id
         self.config = config
-        self.profile = profile
+        self.adaptive = adaptive  # the profile it receives now, moved by the room's rate control
         self.session_id = secrets.token_urlsafe(12)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         loop = asyncio.get_running_loop()
-        self.video_out = CompositeVideoTrack(loop)
+        self.video_out = EncodedVideoTrack(loop)
         self.audio_out = MixAudioTrack(loop)
         self.video_slot: VideoSlot | None = None
         self.audio_ring: collections.deque[av.AudioFrame] = collections.deque(
@@ -60,6 +79,15 @@ class Site:
         self.frames_in = 0
         self.audio_frames_in = 0
         self.level_dbov = -127.0  # input level of the last mixed tick
+        self.codec: str | None = None  # the video codec it receives: "vp8" or "h264"
+        self.on_picture_loss: Callable[[Site, str], None] | None = None
+        # what the site's receiver reports about our video (RTCP REMB and receiver reports)
+        self.remb_bps: float | None = None
+        self.loss_fraction: float | None = None
+        self.rtt: float | None = None
+        self.receiving_video = True
+        self._video_sender: RTCRtpSender | None = None
+        self._video_receiver: RTCRtpReceiver | None = None
         self.joined = time.monotonic()
         self.closed = asyncio.Event()
         self._drains: list[asyncio.Task[None]] = []
@@ -71,6 +99,10 @@ class Site:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def profile(self) -> Profile:
+        return self.adaptive.profile
 
     def __repr__(self) -> str:
         return f"Site(room={self.room_id}, site={self.id}, session={self.session_id})"
@@ -105,16 +137,75 @@ class Site:
 
         # non-trickle ICE: setLocalDescription returns once gathering is complete
         await pc.setLocalDescription(await pc.createAnswer())
-        return pc.localDescription.sdp
-
-    def request_keyframe(self, reason: str) -> None:
-        """Make the encoder of our outgoing video send a keyframe with its next frame."""
-        for transceiver in self.pc.getTransceivers():
+        answer: str = pc.localDescription.sdp
+        self.codec = first_codec(answer, "video")
+        for transceiver in pc.getTransceivers():
             if transceiver.sender.track is self.video_out:
-                # aiortc's own hook for a PLI from the site (1.16); the next frame is a keyframe
-                transceiver.sender._send_keyframe()
-                logger.info("room=%s site=%s keyframe requested (%s)", self.room_id, self.id,
-                            reason)
+                self._hook_video_sender(transceiver.sender)
+            if transceiver.kind == "video":
+                self._video_receiver = transceiver.receiver
+        return answer
+
+    def _hook_video_sender(self, sender: RTCRtpSender) -> None:
+        """Route the site's feedback on our video to the room.
+
+        On the pre-encoded path aiortc acts on neither PLI/FIR nor REMB by itself, so its two
+        entry points are wrapped on this sender object only.
+        """
+        self._video_sender = sender
+        hooked: Any = sender
+        handle_rtcp = sender._handle_rtcp_packet
+
+        def picture_lost() -> None:
+            if self.on_picture_loss is not None:
+                self.on_picture_loss(self, "PLI")
+
+        async def on_rtcp(packet: Any) -> None:
+            self._note_feedback(packet, sender)
+            await handle_rtcp(packet)
+
+        hooked._send_keyframe = picture_lost
+        hooked._handle_rtcp_packet = on_rtcp
+
+    def _note_feedback(self, packet: Any, sender: RTCRtpSender) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError):
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if sender._ssrc in ssrcs:
+                    self.remb_bps = float(bitrate)
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    self.loss_fraction = report.fraction_lost / 256
+            rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+            self.rtt = float(rtt) if rtt is not None else None
+
+    def request_video(self, on: bool, reason: str) -> None:
+        """Receive (and so decode) the site's video or not; asks for a keyframe when resuming."""
+        receiver = self._video_receiver
+        if receiver is None or on == self.receiving_video:
+            return
+        self.receiving_video = on
+        hooked: Any = receiver
+        hooked._enabled = on  # aiortc drops RTP before its jitter buffer and decoder when False
+        logger.info("room=%s site=%s video %s (%s)", self.room_id, self.id,
+                    "resumed" if on else "paused", reason)
+        if on:
+            for source in receiver.getSynchronizationSources():
+                task = asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
+                self._drains.append(task)
+
+    async def send_remb(self, bps: int) -> None:
+        """Ask the site to send its video at no more than `bps`."""
+        receiver = self._video_receiver
+        rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
+        if receiver is None or rtcp_ssrc is None:
+            return
+        ssrcs = [source.source for source in receiver.getSynchronizationSources()]
+        if ssrcs:
+            packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                                    fci=pack_remb_fci(bps, ssrcs))
+            await receiver._send_rtcp(packet)
 
     async def _drain_video(self, track: MediaStreamTrack) -> None:
         while True:

@@ -12,6 +12,8 @@ import collections
 import contextlib
 import fractions
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -63,18 +65,56 @@ class _OutgoingTrack(MediaStreamTrack):
         self._ready.set()
 
 
-class CompositeVideoTrack(_OutgoingTrack):
-    """The composite a site sees. Frames carry the room clock's 90 kHz timestamps."""
+class EncodedVideoTrack(MediaStreamTrack):
+    """The composite a site sees, as packets its encoder group already encoded.
+
+    aiortc's sender sends them as they are (its pre-encoded path). Packets wait in a bounded
+    backlog; if the sender falls that far behind, the backlog is dropped whole (a partial
+    stream would not decode) and `on_overflow` asks the encoder for a keyframe.
+    """
 
     kind = "video"
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop, backlog=1)
+    def __init__(self, loop: asyncio.AbstractEventLoop, backlog: int = 60) -> None:
+        super().__init__()
+        self._event_loop = loop  # pyee's emitter already uses `_loop`
+        self._packets: collections.deque[av.Packet[Any]] = collections.deque()
+        self._backlog = backlog
+        self._ready = asyncio.Event()
+        self.on_overflow: Callable[[], None] | None = None
+        self.delivered = 0
+        self.overflows = 0
 
-    async def recv(self) -> av.VideoFrame:
-        frame = await self._next()
-        assert isinstance(frame, av.VideoFrame)
-        return frame
+    def offer(self, packet: av.Packet[Any]) -> None:
+        """Called from an encoder thread; never blocks."""
+        if self.readyState != "live":
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing: drop the packet
+            self._event_loop.call_soon_threadsafe(self._put, packet)
+
+    def _put(self, packet: av.Packet[Any]) -> None:
+        if len(self._packets) >= self._backlog:
+            self._packets.clear()
+            self.overflows += 1
+            if self.on_overflow is not None:
+                self.on_overflow()
+        self._packets.append(packet)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet[Any]:
+        while not self._packets:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        self.delivered += 1
+        return self._packets.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
 
 
 class MixAudioTrack(_OutgoingTrack):

@@ -82,8 +82,9 @@ async def mcu_server() -> AsyncIterator[Callable[..., object]]:
     ice.reset()
 
     # every clock thread a room started is gone once the room is closed
+    ours = ("video-", "audio-", "encode-")
     leftover = [t.name for t in threading.enumerate()
-                if t.name not in threads_before and t.name.startswith(("video-", "audio-"))]
+                if t.name not in threads_before and t.name.startswith(ours)]
     assert not leftover, f"threads outlived their rooms: {leftover}"
 
 

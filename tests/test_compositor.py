@@ -26,7 +26,8 @@ LEFT, RIGHT = (0, 0, 160, 180), (160, 0, 160, 180)
 def test_frames_and_empty_tiles_land_where_placed() -> None:
     canvas = Canvas(320, 180)
     red = flat((82, 90, 240), 160, 90)
-    frame = canvas.compose([Placement(LEFT, red), Placement(RIGHT, None)])
+    canvas.compose([Placement(LEFT, red), Placement(RIGHT, None)])
+    frame = canvas.frame()
     assert region_colour(frame, LEFT) == (82.0, 90.0, 240.0)
     assert region_colour(frame, RIGHT) == tuple(float(c) for c in WAITING)
 
@@ -44,12 +45,14 @@ def test_only_changed_tiles_are_redrawn() -> None:
     canvas.compose([Placement(LEFT, a), Placement(RIGHT, b)])
     assert canvas.redrawn_tiles == 2
     c = flat((50, 128, 128), 64, 64)
-    frame = canvas.compose([Placement(LEFT, a), Placement(RIGHT, c)])
+    canvas.compose([Placement(LEFT, a), Placement(RIGHT, c)])
+    frame = canvas.frame()
     assert canvas.redrawn_tiles == 3
     assert region_colour(frame, RIGHT)[0] == 50.0
 
     # a new layout clears the canvas: nothing of the old tiles survives
-    frame = canvas.compose([Placement((0, 0, 320, 180), None, BACKGROUND)])
+    canvas.compose([Placement((0, 0, 320, 180), None, BACKGROUND)])
+    frame = canvas.frame()
     assert (frame.to_ndarray(format="yuv420p")[:180] == BACKGROUND[0]).all()
 
 
@@ -57,7 +60,8 @@ def test_frames_of_other_pixel_formats_are_converted() -> None:
     canvas = Canvas(320, 180)
     rgb = av.VideoFrame.from_ndarray(np.full((90, 160, 3), (255, 255, 255), np.uint8),
                                      format="rgb24")
-    frame = canvas.compose([Placement(LEFT, rgb)])
+    canvas.compose([Placement(LEFT, rgb)])
+    frame = canvas.frame()
     assert region_colour(frame, LEFT)[0] == pytest.approx(235, abs=2)
 
 

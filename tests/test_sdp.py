@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcu.exceptions import OfferError
-from mcu.sdp import check_offer, parse_sections
+from mcu.sdp import check_offer, first_codec, parse_sections
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 
@@ -79,3 +79,9 @@ def test_sections_are_parsed_per_media() -> None:
         ("audio", {"111": "opus"}),
         ("video", {"96": "VP8"}),
     ]
+
+
+def test_first_codec_follows_the_media_line_order() -> None:
+    answer = video("a=rtpmap:96 VP8/90000", "a=rtpmap:102 H264/90000", formats="102 96")
+    assert first_codec(answer, "video") == "h264"
+    assert first_codec(answer, "audio") is None
