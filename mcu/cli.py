@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # aioice logs every connectivity check at INFO: detail, not state changes
+        logging.getLogger("aioice").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             return _serve(args.config)
@@ -142,6 +146,8 @@ def _layouts(directory: Path | None, preview: Path | None) -> int:
 
 
 async def _dial(args: argparse.Namespace) -> int:
+    import aiohttp
+
     from . import ice
     from .dial import Call
     from .sources import FileTrack
@@ -151,6 +157,9 @@ async def _dial(args: argparse.Namespace) -> int:
     addresses = args.media_address or _loopback_for(args.url)
     if addresses:
         ice.configure(addresses, None)
+    for path in (args.video, args.audio):
+        if path is not None and not path.is_file():
+            raise McuError(f"no such media file: {path}")
     video = FileTrack(args.video, "video", max_width=args.max_width) if args.video else None
     audio_file = args.audio or args.video
     audio = FileTrack(audio_file, "audio") if audio_file and _has_audio(audio_file) else None
@@ -161,16 +170,25 @@ async def _dial(args: argparse.Namespace) -> int:
         wanted = f"video/{args.codec}".lower()
         call.video_codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs
                              if c.mimeType.lower() == wanted]
-    await call.connect()
     try:
-        await asyncio.sleep(args.duration)
+        await call.connect()
+    except aiohttp.ClientError as exc:
+        raise McuError(f"cannot reach the MCU at {args.url}: {exc}") from None
+    try:
+        # until the duration is over, or the MCU ends the call
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.ended.wait(), args.duration)
+        ended_by_mcu = call.ended.is_set()
         stats = await call.stats()
     finally:
         await call.hang_up()
+    if ended_by_mcu:
+        print(f"site {stats.site}: the MCU ended the call after {stats.seconds:.0f} s",
+              file=sys.stderr)
     print(f"site {stats.site}: {stats.video_frames} frames {stats.width}x{stats.height} "
           f"({stats.fps:.1f} fps), {stats.kbps_in:.0f} kbit/s in, {stats.kbps_out:.0f} kbit/s out, "
           f"audio {stats.audio_dbov:.1f} dBov")
-    return 0 if stats.video_frames else 1
+    return 0 if stats.video_frames and not ended_by_mcu else 1
 
 
 def _loopback_for(url: str) -> list[str]:

@@ -97,6 +97,7 @@ class Call:
         self._ended_at: float | None = None
         self._frame_event = asyncio.Event()
         self._bytes = (0, 0)
+        self.ended = asyncio.Event()  # set when the peer connection fails or is closed
 
     async def connect(self, timeout: float = 20.0) -> None:
         """Send the offer, apply the answer and start receiving."""
@@ -117,6 +118,11 @@ class Call:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             self._drains.append(asyncio.ensure_future(self._drain(track)))
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self.ended.set()
 
         # non-trickle: the offer carries every candidate
         await pc.setLocalDescription(await pc.createOffer())

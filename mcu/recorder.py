@@ -23,6 +23,7 @@ import av
 logger = logging.getLogger(__name__)
 
 _VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+MAX_GAP_SECONDS = 5  # a longer silence is not filled in sample by sample
 Frame = av.VideoFrame | av.AudioFrame
 
 
@@ -50,6 +51,8 @@ class Recorder:
         self._video_start: int | None = None
         self._last_pts = -1
         self._audio_samples = 0
+        self._audio_origin: int | None = None
+        self.audio_gaps = 0
         self._thread = threading.Thread(target=self._run, name=f"recorder-{self.path.name}")
         self._thread.start()
 
@@ -128,11 +131,36 @@ class Recorder:
             frame.time_base = _VIDEO_TIME_BASE
             self.video_frames += 1
         else:
+            # keep audio in step with the clock it was sent on: fill what the network lost
+            # with silence, drop what arrives late
+            rate = frame.sample_rate
+            at = _samples(frame)
+            if at is not None:
+                if self._audio_origin is None:
+                    self._audio_origin = at
+                gap = at - self._audio_origin - self._audio_samples
+                if gap < -frame.samples // 2:
+                    return
+                if gap > frame.samples // 2:
+                    self._write_silence(stream, frame, min(gap, MAX_GAP_SECONDS * rate))
             frame.pts = self._audio_samples
-            frame.time_base = fractions.Fraction(1, frame.sample_rate)
+            frame.time_base = fractions.Fraction(1, rate)
             self._audio_samples += frame.samples
             self.audio_frames += 1
         self._container.mux(stream.encode(frame))
+
+    def _write_silence(self, stream: Any, like: av.AudioFrame, samples: int) -> None:
+        assert self._container is not None
+        silence = av.AudioFrame(format=like.format.name, layout=like.layout.name,
+                                samples=samples)
+        for plane in silence.planes:
+            plane.update(bytes(plane.buffer_size))
+        silence.sample_rate = like.sample_rate
+        silence.pts = self._audio_samples
+        silence.time_base = fractions.Fraction(1, like.sample_rate)
+        self._audio_samples += samples
+        self.audio_gaps += 1
+        self._container.mux(stream.encode(silence))
 
     def _finish(self) -> None:
         if self._container is None:
@@ -145,8 +173,16 @@ class Recorder:
             logger.exception("flushing %s failed", self.path)
         finally:
             self._container.close()
-        logger.info("recorded %d video and %d audio frames to %s (%d dropped)",
-                    self.video_frames, self.audio_frames, self.path, self.dropped)
+        logger.info("recorded %d video and %d audio frames to %s (%d dropped, %d audio gaps "
+                    "filled)", self.video_frames, self.audio_frames, self.path, self.dropped,
+                    self.audio_gaps)
+
+
+def _samples(frame: av.AudioFrame) -> int | None:
+    """The frame's presentation time in samples, when it has one."""
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return int(frame.pts * frame.time_base * frame.sample_rate)
 
 
 def _ticks(frame: av.VideoFrame) -> int:

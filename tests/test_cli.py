@@ -125,3 +125,41 @@ async def test_dial_sends_a_clip_and_records_the_composite(mcu_server, tmp_path:
     image = frames[-1].to_ndarray(format="gray")
     assert image[:90, :160].std() > 10, "north's tile shows the clip"
     assert image[:90, 160:].std() < 3 and image[90:].std() < 3, "empty tiles are flat"
+
+
+def test_dial_errors_are_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    target = f"http://127.0.0.1:{port}/rooms/r/sites/a"
+    result = run_mcu("dial", target, "--token", "t", "--duration", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"mcu: cannot reach the MCU at {target}")
+    result = run_mcu("dial", target, "--token", "t", "--video", str(tmp_path / "none.mp4"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"mcu: no such media file: {tmp_path}/none.mp4"
+
+
+async def test_dial_ends_when_the_mcu_hangs_up(mcu_server) -> None:
+    import asyncio
+
+    from .conftest import room_config, site_token, url
+
+    server = await mcu_server(room_config(["hq", "north"]))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcu", "dial", url(server, "test", "north"),
+        "--token", site_token("north"), "--duration", "60",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    room = server.rooms["test"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while "north" not in room.sites:
+        assert loop.time() < deadline, "north never joined"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    started = loop.time()
+    await room.close()  # the MCU hangs up everyone
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert "the MCU ended the call" in stderr.decode()
+    assert loop.time() - started < 15
