@@ -38,6 +38,12 @@ class AdaptiveProfile:
     bitrate for `down_after` seconds, or the loss stays above `loss_down` for as long. Up one step
     when the estimate stays above `up_margin` x the next profile's total with loss under
     `loss_up` for `up_after` seconds. After any change, no other for `hold` seconds.
+
+    A receiver's estimate rarely climbs far above what it receives (delay-based estimators cap
+    it near 1.5x the incoming rate), so a site moved down might never show the headroom to come
+    back. Hence probing: after `probe_after` seconds without congestion (estimate not below the
+    current profile, loss under `loss_up`) the site tries the next step; if it has to come down
+    again within `probe_window`, the next probe waits twice as long.
     """
 
     def __init__(
@@ -52,6 +58,8 @@ class AdaptiveProfile:
         down_after: float = 2.0,
         up_after: float = 8.0,
         hold: float = 8.0,
+        probe_after: float = 20.0,
+        probe_window: float = 10.0,
     ) -> None:
         if not steps:
             raise ValueError("a site needs at least one profile")
@@ -65,9 +73,14 @@ class AdaptiveProfile:
         self.down_after = down_after
         self.up_after = up_after
         self.hold = hold
+        self.probe_after = probe_after
+        self.probe_window = probe_window
+        self._probe_wait = probe_after
         self.history: list[ProfileChange] = []
         self._low_since: float | None = None
         self._high_since: float | None = None
+        self._calm_since: float | None = None
+        self._probed_at: float | None = None
         self._changed_at = -1e9
 
     @property
@@ -99,22 +112,36 @@ class AdaptiveProfile:
             self._high_since = now if self._high_since is None else self._high_since
         else:
             self._high_since = None
+        calm = (self.index + 1 < len(self.steps) and loss < self.loss_up
+                and (estimate_bps is None or estimate_bps >= self._bps(current)))
+        if calm:
+            self._calm_since = now if self._calm_since is None else self._calm_since
+        else:
+            self._calm_since = None
 
         if now - self._changed_at < self.hold:
             return None
         estimate = (f"estimate {estimate_bps / 1000:.0f} kbit/s" if estimate_bps is not None
                     else "no estimate")
         if self._low_since is not None and now - self._low_since >= self.down_after:
+            if self._probed_at is not None and now - self._probed_at <= self.probe_window:
+                self._probe_wait = min(self._probe_wait * 2, 8 * self.probe_after)
+            self._probed_at = None
             return self._move(now, -1, f"loss {loss:.0%}" if lossy and not starved else estimate)
         if self._high_since is not None and now - self._high_since >= self.up_after:
             return self._move(now, +1, estimate)
+        if self._calm_since is not None and now - self._calm_since >= self._probe_wait:
+            if self._probed_at is not None:
+                self._probe_wait = self.probe_after  # the last probe held
+            self._probed_at = now
+            return self._move(now, +1, f"probe ({estimate})")
         return None
 
     def _move(self, now: float, step: int, reason: str) -> ProfileChange:
         before = self.profile.name
         self.index += step
         self._changed_at = now
-        self._low_since = self._high_since = None
+        self._low_since = self._high_since = self._calm_since = None
         change = ProfileChange(now, before, self.profile.name, reason)
         self.history.append(change)
         return change

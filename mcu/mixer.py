@@ -7,14 +7,16 @@ nothing buffered contributes silence for that tick and never delays the others.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 
 from . import _mix
+from .opus import OpusEncoder, OpusSettings, settings_for_profile
 
 if TYPE_CHECKING:
     from .site import Site
@@ -25,6 +27,8 @@ RATE = 48000
 FRAME = 960  # samples per 20 ms tick
 PRIME = 2  # frames buffered before a site's audio starts (or restarts after running dry)
 LIMIT = 10  # frames buffered at most; beyond that the oldest audio is dropped
+TALK_THRESHOLD_DBOV = -50.0  # a site louder than this is talking: it gets its own N-1 mix
+TALK_HANGOVER = 1.0  # seconds it keeps its own mix after it falls quiet
 
 
 class SiteAudio:
@@ -75,27 +79,40 @@ class SiteAudio:
 
 
 class Mixer:
-    """N-1 mixing for one room; owned by the room's audio clock thread."""
+    """N-1 mixing and Opus encoding for one room; owned by the room's audio clock thread.
 
-    def __init__(self) -> None:
+    Everyone's N-1 mix is computed (total minus own, O(N)), but only sites that are talking need
+    it: a site that is silent would hear nothing of itself in the full mix anyway. So listeners
+    share one encoding of the full mix per audio setting, and each talker gets its own encoder.
+    """
+
+    def __init__(self, talk_threshold_dbov: float = TALK_THRESHOLD_DBOV,
+                 talk_hangover: float = TALK_HANGOVER) -> None:
         self._audio: dict[Site, SiteAudio] = {}  # keyed by session, so a redial starts fresh
+        self._own: dict[Site, OpusEncoder] = {}
+        self._shared: dict[OpusSettings, OpusEncoder] = {}
+        self._talked_at: dict[Site, float] = {}
+        self.talk_threshold_dbov = talk_threshold_dbov
+        self.talk_hangover = talk_hangover
         self._inputs = np.zeros((0, FRAME), np.int16)
         self._outputs = np.zeros((0, FRAME), np.int16)
+        self._everyone = np.zeros((1, FRAME), np.int16)
         self._levels = np.zeros(0, np.float64)
+        self.route: dict[str, str] = {}  # site id → "own" or "shared", as of the last tick
+        self.own_encodes = 0
+        self.shared_encodes = 0
 
-    def tick(self, sites: Sequence[Site]) -> np.ndarray:
-        """Mix one 20 ms tick; returns the sites' input frames (a view valid until next tick)."""
+    def tick(self, sites: Sequence[Site], now: float, pts: int) -> np.ndarray:
+        """Mix and encode one 20 ms tick stamped `pts` (samples); returns the sites' inputs
+        (a view valid until the next tick)."""
         n = len(sites)
+        self._forget([site for site in self._audio if site not in sites])
         if n == 0:
-            self._audio.clear()
             return self._inputs[:0]
         if self._inputs.shape[0] != n:
             self._inputs = np.zeros((n, FRAME), np.int16)
             self._outputs = np.zeros((n, FRAME), np.int16)
             self._levels = np.zeros(n, np.float64)
-        present = set(sites)
-        for key in [k for k in self._audio if k not in present]:
-            del self._audio[key]
 
         # gather one 20 ms frame per site (or silence)
         for i, site in enumerate(sites):
@@ -108,13 +125,56 @@ class Mixer:
             audio.take(self._inputs[i])
 
         _mix.mix_minus(self._inputs, self._outputs)
+        _mix.mix_all(self._inputs, self._everyone[0])
         _mix.levels_dbov(self._inputs, self._levels)
 
+        # talkers get their own mix; everyone else shares the full one
+        shared: dict[OpusSettings, av.Packet[Any]] = {}
         for i, site in enumerate(sites):
             site.level_dbov = float(self._levels[i])
-            frame = av.AudioFrame.from_ndarray(
-                self._outputs[i : i + 1], format="s16", layout="mono"
-            )
-            frame.sample_rate = RATE
-            site.audio_out.offer(frame)
+            if site.level_dbov > self.talk_threshold_dbov:
+                self._talked_at[site] = now
+            settings = _settings_for(site)
+            if now - self._talked_at.get(site, -1e9) <= self.talk_hangover:
+                settings = _with_loss(settings, site.loss_fraction)
+                encoder = self._own.get(site)
+                if encoder is None or encoder.settings != settings:
+                    encoder = self._own[site] = OpusEncoder(settings)
+                packet = encoder.packet(self._outputs[i], pts)
+                self.own_encodes += 1
+                self.route[site.id] = "own"
+            else:
+                if settings not in shared:
+                    encoder = self._shared.get(settings)
+                    if encoder is None:
+                        encoder = self._shared[settings] = OpusEncoder(settings)
+                    shared[settings] = encoder.packet(self._everyone[0], pts)
+                    self.shared_encodes += 1
+                packet = shared[settings]
+                self.route[site.id] = "shared"
+            site.audio_out.offer(packet)
         return self._inputs
+
+    def _forget(self, gone: list[Site]) -> None:
+        for site in gone:
+            self._audio.pop(site, None)
+            self._talked_at.pop(site, None)
+            self.route.pop(site.id, None)
+            encoder = self._own.pop(site, None)
+            if encoder is not None:
+                encoder.close()
+
+
+def _settings_for(site: Site) -> OpusSettings:
+    """The Opus settings of a site's profile (mono on low profiles)."""
+    profile = site.profile
+    return settings_for_profile(profile.audio_kbps, low_profile=profile.width <= 640)
+
+
+def _with_loss(settings: OpusSettings, loss_fraction: float | None) -> OpusSettings:
+    """`settings` with the loss a site reports as FEC hint, when above the default."""
+    loss = round((loss_fraction or 0.0) * 100)
+    if loss <= settings.loss_percent:
+        return settings
+    # coarse steps, so a wobbling loss figure does not re-tune the encoder every tick
+    return dataclasses.replace(settings, loss_percent=min(50, -(-loss // 10) * 10))

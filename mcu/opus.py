@@ -118,7 +118,7 @@ def settings_for_profile(audio_kbps: int, low_profile: bool) -> OpusSettings:
     """The encoder settings for a profile's audio rate.
 
     Mono on low profiles and below `STEREO_MIN_KBPS`, stereo (the mono mix in both channels)
-    otherwise; in-band FEC on with a 5 % loss hint, DTX off, VOIP tuning, complexity 5.
+    otherwise; in-band FEC on with the default loss hint, DTX off, VOIP tuning, complexity 5.
     """
     stereo = not low_profile and audio_kbps >= STEREO_MIN_KBPS
     return OpusSettings(bitrate=audio_kbps * 1000, channels=2 if stereo else 1)

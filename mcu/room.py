@@ -68,6 +68,7 @@ class Room:
         self._mixer = Mixer()
         self._speaker = RoomSpeaker()  # owned by the audio clock thread
         self._heard: set[str] = set()  # sites the speaker tracker knows
+        self._epoch = time.monotonic()
 
         # the clock runs at the fastest profile any of the room's sites may use
         fps = max(profiles[config.profile_of(s.id)].fps for s in config.sites)
@@ -248,7 +249,8 @@ class Room:
 
     def _audio_tick(self, deadline: float) -> None:
         roster = self.roster
-        inputs = self._mixer.tick(roster)
+        pts = round((deadline - self._epoch) / 0.020) * 960  # the room's audio clock, in samples
+        inputs = self._mixer.tick(roster, deadline, pts)
 
         # speaker detection on the same frames; a site that left gives up the floor
         present = {site.id for site in roster}

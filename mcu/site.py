@@ -39,7 +39,7 @@ from aiortc.rtp import (
 from .config import Profile, SiteConfig
 from .bitrate import AdaptiveProfile
 from .sdp import first_codec
-from .tracks import EncodedVideoTrack, MixAudioTrack
+from .tracks import EncodedAudioTrack, EncodedVideoTrack
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Site:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         loop = asyncio.get_running_loop()
         self.video_out = EncodedVideoTrack(loop)
-        self.audio_out = MixAudioTrack(loop)
+        self.audio_out = EncodedAudioTrack(loop)
         self.video_slot: VideoSlot | None = None
         self.audio_ring: collections.deque[av.AudioFrame] = collections.deque(
             maxlen=AUDIO_RING_FRAMES

@@ -46,10 +46,22 @@ def test_a_short_dip_does_not_move_the_site() -> None:
 
 
 def test_an_estimate_between_the_steps_does_not_flap() -> None:
-    adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM)
+    adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM, probe_after=1000)
     assert run(adaptive, 5, 500_000) == [(2.0, "low")]
     # 900 kbit/s carries medium (832) but not with the 1.3x margin needed to go back up
     assert run(adaptive, 60, 900_000, start=5) == []
+
+
+def test_a_calm_link_is_probed_and_failed_probes_back_off() -> None:
+    adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM)
+    assert run(adaptive, 3, 300_000) == [(2.0, "low")]
+    # the estimate follows what low needs (324 kbit/s), never 1.3x medium: only a probe goes up,
+    # 20 s after the link became calm
+    # medium does not fit: down again once the hold is over, within the probe window
+    assert run(adaptive, 30, 400_000, start=3) == [(23.0, "medium"), (31.0, "low")]
+    assert adaptive.history[1].reason.startswith("probe")
+    # so the next probe waits twice as long (40 s of calm)
+    assert run(adaptive, 42, 400_000, start=33) == [(71.5, "medium")]
 
 
 def test_loss_alone_moves_a_site_down() -> None:
