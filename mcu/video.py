@@ -58,8 +58,10 @@ class VideoMixer:
     """Placement, canvases and encoder groups of one room; owned by its video clock thread."""
 
     def __init__(self, room_id: str, layouts: LayoutLibrary,
-                 on_visible: Callable[[frozenset[str]], None]) -> None:
+                 on_visible: Callable[[frozenset[str]], None], shared: bool = True) -> None:
         self.room_id = room_id
+        # False: every site gets a canvas and an encoder of its own (for comparison only)
+        self.shared = shared
         self.layouts = layouts
         self.groups: dict[GroupKey, VideoEncoderGroup] = {}
         self.member_of: dict[Site, GroupKey] = {}
@@ -72,6 +74,8 @@ class VideoMixer:
         self._epoch = time.monotonic()
 
     def variant_of(self, site: Site, stage: Stage) -> str:
+        if not self.shared:
+            return f"site:{site.id}"
         return SPEAKER if not stage.self_view and site.id == stage.floor else ALL
 
     def tick(self, deadline: float, stage: Stage) -> None:
@@ -133,7 +137,7 @@ class VideoMixer:
         canvas = self._canvases.get(size)
         if canvas is None:
             canvas = self._canvases[size] = Canvas(profile.width, profile.height)
-        state = self._variants[variant]
+        state = self._variants.get(variant, self._variants[ALL])
         assert state.layout is not None
         placements = [
             _placement(tile.rect(profile.width, profile.height), by_id.get(site_id or ""),
