@@ -86,6 +86,8 @@ class Site:
         self.loss_fraction: float | None = None
         self.rtt: float | None = None
         self.receiving_video = True
+        self.plis_sent = 0
+        self.rembs_sent = 0
         self._video_sender: RTCRtpSender | None = None
         self._video_receiver: RTCRtpReceiver | None = None
         self.joined = time.monotonic()
@@ -194,6 +196,7 @@ class Site:
             for source in receiver.getSynchronizationSources():
                 task = asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
                 self._drains.append(task)
+                self.plis_sent += 1
 
     async def send_remb(self, bps: int) -> None:
         """Ask the site to send its video at no more than `bps`."""
@@ -206,6 +209,7 @@ class Site:
             packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
                                     fci=pack_remb_fci(bps, ssrcs))
             await receiver._send_rtcp(packet)
+            self.rembs_sent += 1
 
     async def _drain_video(self, track: MediaStreamTrack) -> None:
         while True:

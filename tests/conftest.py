@@ -29,6 +29,7 @@ def room_config(
     fps: int = 15,
     room: str = "test",
     extra: str = "",
+    self_view: bool = True,
 ) -> Config:
     """A config with one room of `sites` (first is chair), each with token `test-token-<site>`."""
     lines = [
@@ -51,6 +52,7 @@ def room_config(
         f'layout = "{layout}"',
         'profile = "small"',
         f'chair = "{sites[0]}"',
+        f"self_view = {str(self_view).lower()}",
     ]
     for site in sites:
         digest = hashlib.sha256(site_token(site).encode()).hexdigest()

@@ -183,3 +183,91 @@ async def test_a_starved_site_moves_to_a_lower_profile_and_back(mcu_server) -> N
     finally:
         stop.set()
         await asyncio.gather(*(call.hang_up() for call in calls))
+
+
+@pytest.mark.timeout(120)
+async def test_without_self_view_the_speaker_sees_the_previous_speaker(mcu_server,
+                                                                         tmp_path) -> None:
+    from mcu.layout import load_layout
+
+    from .analysis import colour_close, region_colour
+    from .conftest import LAYOUTS
+    from .test_speaker_e2e import SpeakingTrack, load_speech
+
+    speech = load_speech(speech_wav_for(tmp_path))
+    sites = ["hq", "north", "centre"]
+    server = await mcu_server(room_config(sites, layout="1+5", width=320, height=180,
+                                          self_view=False))
+    room = server.rooms["test"]
+    voices = {site: SpeakingTrack(speech) for site in sites}
+    calls = {site: Call(url(server, "test", site), site_token(site),
+                        video=ColourTrack(colour(site), 320, 240, fps=15), audio=voices[site])
+             for site in sites}
+    await asyncio.gather(*(call.connect() for call in calls.values()))
+    big = load_layout(LAYOUTS / "1+5.toml").tiles[0].rect(320, 180)
+
+    def big_tile_of(viewer: str, shows: str) -> bool:
+        frame = calls[viewer].latest_video
+        return frame is not None and colour_close(region_colour(frame, big), colour(shows))
+
+    try:
+        await asyncio.gather(*(call.wait_video(5, timeout=20) for call in calls.values()))
+        voices["north"].speak()
+        await until(lambda: room.floor == "north", 10, "north to take the floor")
+        # everyone else sees north; north, with no previous speaker yet, sees the chair
+        await until(lambda: big_tile_of("hq", "north") and big_tile_of("centre", "north"), 5,
+                    "the others to see north")
+        await until(lambda: big_tile_of("north", "hq"), 5, "north to see the chair")
+        await asyncio.sleep(len(speech) / 48000)
+        voices["centre"].speak()
+        await until(lambda: room.floor == "centre", 10, "centre to take the floor")
+        await until(lambda: big_tile_of("centre", "north"), 5, "centre to see north")
+        await until(lambda: big_tile_of("hq", "centre") and big_tile_of("north", "centre"), 5,
+                    "the others to see centre")
+        # never more than two canvases (shared and speaker's) per profile
+        variants = {key.variant for key in room.video.groups}
+        assert variants <= {"all", "speaker"}
+    finally:
+        await asyncio.gather(*(call.hang_up() for call in calls.values()))
+
+
+def speech_wav_for(tmp_path):  # type: ignore[no-untyped-def]
+    from mcu.media import speech_wav
+
+    return speech_wav("Xin chào các đồng chí, hôm nay chúng ta họp giao ban toàn ngành.",
+                      tmp_path / "speech.wav")
+
+
+@pytest.mark.timeout(120)
+async def test_sites_off_screen_are_not_decoded_until_they_speak(mcu_server, tmp_path) -> None:
+    from .test_speaker_e2e import SpeakingTrack, load_speech
+
+    speech = load_speech(speech_wav_for(tmp_path))
+    sites = ["hq", "north", "centre", "south", "east"]
+    server = await mcu_server(room_config(sites, layout="2x2", width=160, height=90, fps=10))
+    room = server.rooms["test"]
+    voices = {site: SpeakingTrack(speech) for site in sites}
+    calls = {site: Call(url(server, "test", site), site_token(site),
+                        video=ColourTrack(colour(site), 160, 120, fps=10), audio=voices[site])
+             for site in sites}
+    await asyncio.gather(*(call.connect() for call in calls.values()))
+    try:
+        # four tiles, five sites: the last in room order is off screen, its video paused
+        await until(lambda: len(room.roster) == 5 and not room.sites["east"].receiving_video,
+                    20, "east's video to be paused")
+        east = room.sites["east"]
+        await until(lambda: east.rembs_sent >= 2, 5, "low bitrate asked of east")
+        frames = east.frames_in
+        await asyncio.sleep(1.5)
+        assert east.frames_in - frames <= 2, "nothing decoded while off screen"
+        assert all(room.sites[s].receiving_video for s in sites[:4])
+
+        # east speaks: it is voice-switched on screen, resumed with a keyframe request
+        voices["east"].speak()
+        await until(lambda: "east" in room.visible, 10, "east to come on screen")
+        await until(lambda: east.receiving_video and east.plis_sent >= 1, 5, "east resumed")
+        frames = east.frames_in
+        await until(lambda: east.frames_in >= frames + 5, 10, "east's video decoded again")
+        assert sum(not room.sites[s].receiving_video for s in sites) == 1
+    finally:
+        await asyncio.gather(*(call.hang_up() for call in calls.values()))
