@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 CODEC_THREADS = 1  # per encoder: many groups share two cores, so no codec-level threading
 PERIODIC_KEYFRAME_SECONDS = 10  # a lost keyframe is repaired within this even without PLI
+PAYLOAD_SHARE = 0.88
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,12 @@ Deliver = Callable[["av.Packet[Any]"], None]
 
 
 def open_context(codec: str, profile: Profile) -> av.video.codeccontext.VideoCodecContext:
-    """A real-time encoder context for `profile`: constant bitrate, no lookahead, no B-frames."""
-    bits = profile.video_kbps * 1000
+    """A real-time encoder context for `profile`: constant bitrate, no lookahead, no B-frames.
+
+    The profile's rate is what the site's link must carry; the encoder aims at `PAYLOAD_SHARE`
+    of it, leaving the rest for RTP, SRTP and UDP headers and the encoder's own overshoot.
+    """
+    bits = int(profile.video_kbps * 1000 * PAYLOAD_SHARE)
     if codec == "vp8":
         context = av.CodecContext.create("libvpx", "w")
         context.options = {

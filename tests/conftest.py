@@ -30,6 +30,7 @@ def room_config(
     room: str = "test",
     extra: str = "",
     self_view: bool = True,
+    profile: str = "small",
 ) -> Config:
     """A config with one room of `sites` (first is chair), each with token `test-token-<site>`."""
     lines = [
@@ -50,7 +51,7 @@ def room_config(
         f"[rooms.{room}]",
         'name = "Phòng thử"',
         f'layout = "{layout}"',
-        'profile = "small"',
+        f'profile = "{profile}"',
         f'chair = "{sites[0]}"',
         f"self_view = {str(self_view).lower()}",
     ]
