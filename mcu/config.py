@@ -43,6 +43,8 @@ _SERVER_KEYS = (
     "max_offer_bytes",
     "layouts",
     "ice_servers",
+    "operator_token_file",
+    "public_url",
 )
 _PROFILE_KEYS = ("width", "height", "fps", "video_kbps", "audio_kbps")
 _ROOM_KEYS = ("name", "layout", "profile", "chair", "self_view", "sites")
@@ -84,6 +86,10 @@ class ServerConfig:
     ice_servers: tuple[IceServer, ...]
     max_offer_bytes: int
     layouts_dir: Path
+    # a file holding the operator's token (else the environment's MCU_OPERATOR_TOKEN)
+    operator_token_file: Path | None = None
+    # the address sites use in join links, e.g. "https://mcu.example.vn:8443" (else the request's)
+    public_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,14 @@ def _server(table: _Table, config_path: Path) -> ServerConfig:
     if "ice_servers" in table.data:
         ice_servers = _ice_servers(table)
 
+    operator_token_file = None
+    if "operator_token_file" in table.data:
+        operator_token_file = (config_path.parent / table.string("operator_token_file")).resolve()
+
+    public_url = table.optional_string("public_url")
+    if public_url is not None and not re.fullmatch(r"https?://[^/\s]+", public_url):
+        raise table.error("public_url", f"expected http(s)://HOST[:PORT], got {public_url!r}")
+
     return ServerConfig(
         host=host,
         port=port,
@@ -326,6 +340,8 @@ def _server(table: _Table, config_path: Path) -> ServerConfig:
         ice_servers=ice_servers,
         max_offer_bytes=max_offer_bytes,
         layouts_dir=layouts_dir,
+        operator_token_file=operator_token_file,
+        public_url=public_url,
     )
 
 

@@ -102,7 +102,8 @@ class Mixer:
         self.own_encodes = 0
         self.shared_encodes = 0
 
-    def tick(self, sites: Sequence[Site], now: float, pts: int) -> np.ndarray:
+    def tick(self, sites: Sequence[Site], now: float, pts: int,
+             muted: frozenset[str] = frozenset()) -> np.ndarray:
         """Mix and encode one 20 ms tick stamped `pts` (samples); returns the sites' inputs
         (a view valid until the next tick)."""
         n = len(sites)
@@ -123,6 +124,8 @@ class Mixer:
                 except IndexError:
                     break
             audio.take(self._inputs[i])
+            if site.id in muted:
+                self._inputs[i] = 0  # muted by the operator: heard by nobody, never the speaker
 
         _mix.mix_minus(self._inputs, self._outputs)
         _mix.mix_all(self._inputs, self._everyone[0])

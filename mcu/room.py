@@ -62,6 +62,9 @@ class Room:
         self.sites: dict[str, Site] = {}
         self.roster: tuple[Site, ...] = ()
         self.visible: frozenset[str] = frozenset()
+        self.muted_audio: frozenset[str] = frozenset()  # by the operator, by site id
+        self.muted_video: frozenset[str] = frozenset()
+        self.speaker_changes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.video = VideoMixer(config.id, layouts, self._visible_changed)
@@ -228,6 +231,28 @@ class Room:
                     ", ".join(f"tile {i + 1}={s}" for i, s in sorted(pins.items())) or "none")
         self.video.force_keyframes("pins change")
 
+    def mute(self, site_id: str, audio: bool | None = None, video: bool | None = None) -> None:
+        """Mute or unmute a site's audio and/or video at the MCU (kept across reconnects)."""
+        if self.config.site(site_id) is None:
+            raise McuError(f"room {self.id}: no site {site_id!r} to mute")
+        if audio is not None:
+            self.muted_audio = (self.muted_audio | {site_id} if audio
+                                else self.muted_audio - {site_id})
+        if video is not None:
+            self.muted_video = (self.muted_video | {site_id} if video
+                                else self.muted_video - {site_id})
+        logger.info("room=%s site=%s audio %s, video %s", self.id, site_id,
+                    "muted" if site_id in self.muted_audio else "on",
+                    "muted" if site_id in self.muted_video else "on")
+
+    async def disconnect(self, site_id: str, reason: str = "disconnected by the operator") -> bool:
+        """Hang up a site; False when it is not present."""
+        site = self.sites.get(site_id)
+        if site is None:
+            return False
+        await self._remove(site, reason)
+        return True
+
     def current_layout(self, present: int) -> Layout:
         return self.layouts.choose(self.layout_name, present)
 
@@ -244,13 +269,14 @@ class Room:
             recent=self.recent,
             self_view=self.config.self_view,
             stale_after=self.stale_after,
+            muted_video=self.muted_video,
         )
         self.video.tick(deadline, stage)
 
     def _audio_tick(self, deadline: float) -> None:
         roster = self.roster
         pts = round((deadline - self._epoch) / 0.020) * 960  # the room's audio clock, in samples
-        inputs = self._mixer.tick(roster, deadline, pts)
+        inputs = self._mixer.tick(roster, deadline, pts, self.muted_audio)
 
         # speaker detection on the same frames; a site that left gives up the floor
         present = {site.id for site in roster}
@@ -266,6 +292,7 @@ class Room:
         if change is not None:
             self.previous_floor = change.previous
             self.floor = change.site
+            self.speaker_changes += 1
             logger.info("room=%s site=%s has the floor (after %s)", self.id, change.site,
                         change.previous or "nobody")
         elif self.floor is not None and self.floor not in present:

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiortc import RTCIceServer
 
 from . import ice
-from .config import Config
+from .api import OperatorApi
+from .config import Config, RoomConfig
 from .layout import load_library
 from .room import Room
 from .signaling import Signaling
@@ -25,19 +26,23 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.layouts = load_library(config.server.layouts_dir)
-        ice_servers = [
+        self.ice_servers = [
             RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
             for s in config.server.ice_servers
         ]
-        self.rooms = {
-            room_id: Room(room, config.profiles, self.layouts, ice_servers)
-            for room_id, room in config.rooms.items()
+        self.rooms: dict[str, Room] = {
+            room_id: self.make_room(room) for room_id, room in config.rooms.items()
         }
         self.signaling = Signaling(self.rooms, config.server.max_offer_bytes)
+        self.api = OperatorApi(config, self.rooms, self.layouts, self.make_room)
         self.app = web.Application(client_max_size=config.server.max_offer_bytes)
         self.app.add_routes(self.signaling.routes())
+        self.app.add_routes(self.api.routes())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+
+    def make_room(self, room: RoomConfig) -> Room:
+        return Room(room, self.config.profiles, self.layouts, self.ice_servers)
 
     async def start(self) -> None:
         server = self.config.server

@@ -87,6 +87,8 @@ class Site:
         self.rtt: float | None = None
         self.receiving_video = True
         self.plis_sent = 0
+        self.keyframe_requests = 0  # picture-loss requests the site sent us
+        self.stats: Any = None  # the latest `mcu.stats.SiteStats`, refreshed by the room
         self.rembs_sent = 0
         self._video_sender: RTCRtpSender | None = None
         self._video_receiver: RTCRtpReceiver | None = None
@@ -159,6 +161,7 @@ class Site:
         handle_rtcp = sender._handle_rtcp_packet
 
         def picture_lost() -> None:
+            self.keyframe_requests += 1
             if self.on_picture_loss is not None:
                 self.on_picture_loss(self, "PLI")
 

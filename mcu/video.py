@@ -45,6 +45,7 @@ class Stage:
     recent: tuple[str, ...]
     self_view: bool
     stale_after: float
+    muted_video: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -212,7 +213,8 @@ def _placement(rect: tuple[int, int, int, int], site: Site | None, now: float,
         return Placement(rect, None, BACKGROUND)
     slot = site.video_slot
     speaking = site.id == stage.floor
-    if slot is None or now - slot.arrived > stage.stale_after or not site.receiving_video:
+    if (slot is None or now - slot.arrived > stage.stale_after or not site.receiving_video
+            or site.id in stage.muted_video):
         return Placement(rect, None, name=site.name, highlight=speaking)
     frame: av.VideoFrame = slot.frame
     return Placement(rect, frame, name=site.name, highlight=speaking)
