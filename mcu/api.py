@@ -30,9 +30,10 @@ from aiohttp import web
 
 from .auth import bearer_token, hash_token, new_token
 from .config import ID_EXPECTED, ID_PATTERN, Config, RoomConfig, SiteConfig
-from .exceptions import McuError
+from .exceptions import McuError, OfferError
 from .layout import LayoutLibrary
 from .room import Room
+from .sdp import check_offer
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class OperatorApi:
             web.put("/api/rooms/{room}/pins", guard(self.set_pins)),
             web.post("/api/rooms/{room}/sites/{site}/mute", guard(self.mute)),
             web.post("/api/rooms/{room}/sites/{site}/disconnect", guard(self.disconnect)),
+            web.post("/api/rooms/{room}/viewers", guard(self.add_viewer)),
+            web.delete("/api/rooms/{room}/viewers/{viewer}", guard(self.remove_viewer)),
         ]
 
     # --- access -------------------------------------------------------------------------------
@@ -290,6 +293,33 @@ class OperatorApi:
         if not await room.disconnect(site):
             return _error(404, f"site {site!r} is not in room {room.id!r}")
         return _json({"site": site, "state": "disconnected"})
+
+    async def add_viewer(self, request: web.Request) -> web.Response:
+        """A receive-only preview: SDP offer in, SDP answer out (like a site's dial-in)."""
+        room = self._room(request)
+        if request.content_type != "application/sdp":
+            return _error(415, "offer must be sent as Content-Type: application/sdp")
+        limit = self.config.server.max_offer_bytes
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            return _error(413, f"offer larger than {limit} bytes")
+        try:
+            offer = body.decode("utf-8")
+            check_offer(offer)
+            viewer, answer = await room.watch(offer)
+        except UnicodeDecodeError:
+            return _error(400, "offer is not UTF-8 text")
+        except (OfferError, ValueError) as exc:
+            return _error(400, str(exc).splitlines()[0] if str(exc) else "offer rejected")
+        logger.info("operator: room=%s preview %s", room.id, viewer.id)
+        return web.Response(status=201, text=answer, content_type="application/sdp",
+                            headers={"Location": f"/api/rooms/{room.id}/viewers/{viewer.id}"})
+
+    async def remove_viewer(self, request: web.Request) -> web.Response:
+        room = self._room(request)
+        if not await room.stop_watching(request.match_info["viewer"]):
+            return _error(404, f"no viewer {request.match_info['viewer']!r}")
+        return web.Response(status=204)
 
     async def close_room(self, request: web.Request) -> web.Response:
         room = self._room(request)

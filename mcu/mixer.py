@@ -20,6 +20,7 @@ from .opus import OpusEncoder, OpusSettings, settings_for_profile
 
 if TYPE_CHECKING:
     from .site import Site
+    from .viewer import Viewer
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +104,13 @@ class Mixer:
         self.shared_encodes = 0
 
     def tick(self, sites: Sequence[Site], now: float, pts: int,
-             muted: frozenset[str] = frozenset()) -> np.ndarray:
+             muted: frozenset[str] = frozenset(), audience: Sequence[Viewer] = ()) -> np.ndarray:
         """Mix and encode one 20 ms tick stamped `pts` (samples); returns the sites' inputs
         (a view valid until the next tick)."""
         n = len(sites)
         self._forget([site for site in self._audio if site not in sites])
         if n == 0:
-            return self._inputs[:0]
+            return self._inputs[:0]  # an empty room sends nothing, to viewers neither
         if self._inputs.shape[0] != n:
             self._inputs = np.zeros((n, FRAME), np.int16)
             self._outputs = np.zeros((n, FRAME), np.int16)
@@ -156,6 +157,17 @@ class Mixer:
                 packet = shared[settings]
                 self.route[site.id] = "shared"
             site.audio_out.offer(packet)
+
+        # viewers hear the full mix, like any listener
+        for viewer in audience:
+            settings = _settings_for(viewer)
+            if settings not in shared:
+                encoder = self._shared.get(settings)
+                if encoder is None:
+                    encoder = self._shared[settings] = OpusEncoder(settings)
+                shared[settings] = encoder.packet(self._everyone[0], pts)
+                self.shared_encodes += 1
+            viewer.audio_out.offer(shared[settings])
         return self._inputs
 
     def _forget(self, gone: list[Site]) -> None:
@@ -168,7 +180,7 @@ class Mixer:
                 encoder.close()
 
 
-def _settings_for(site: Site) -> OpusSettings:
+def _settings_for(site: Site | Viewer) -> OpusSettings:
     """The Opus settings of a site's profile (mono on low profiles)."""
     profile = site.profile
     return settings_for_profile(profile.audio_kbps, low_profile=profile.width <= 640)

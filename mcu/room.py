@@ -24,6 +24,7 @@ from .layout import Layout, LayoutLibrary, site_order
 from .mixer import Mixer
 from .site import Site
 from .speaker import RoomSpeaker
+from .viewer import Viewer
 from .video import Stage, VideoMixer
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class Room:
         self.recent: tuple[str, ...] = ()  # most recent speakers first
         self.sites: dict[str, Site] = {}
         self.roster: tuple[Site, ...] = ()
+        self.viewers: dict[str, Viewer] = {}
+        self.audience: tuple[Viewer, ...] = ()  # the viewers, for the clock threads
         self.visible: frozenset[str] = frozenset()
         self.muted_audio: frozenset[str] = frozenset()  # by the operator, by site id
         self.muted_video: frozenset[str] = frozenset()
@@ -147,6 +150,35 @@ class Room:
                         len(self.roster))
         await site.close()
 
+    async def watch(self, offer_sdp: str) -> tuple[Viewer, str]:
+        """Answer a receive-only viewer's offer (the console's live preview)."""
+        viewer = Viewer(self.id, self.profiles[self.config.profile], self.ice_servers)
+        viewer.on_picture_loss = self._picture_lost
+        try:
+            answer = await viewer.answer(offer_sdp)
+        except BaseException:
+            await viewer.close()
+            raise
+        self.viewers[viewer.id] = viewer
+        self.audience = tuple(self.viewers.values())
+        logger.info("room=%s viewer %s watching (%d viewers)", self.id, viewer.id,
+                    len(self.viewers))
+        self._own(self._watch_viewer(viewer))
+        return viewer, answer
+
+    async def stop_watching(self, viewer_id: str) -> bool:
+        viewer = self.viewers.pop(viewer_id, None)
+        if viewer is None:
+            return False
+        self.audience = tuple(self.viewers.values())
+        await viewer.close()
+        logger.info("room=%s viewer %s left", self.id, viewer_id)
+        return True
+
+    async def _watch_viewer(self, viewer: Viewer) -> None:
+        await viewer.closed.wait()
+        await self.stop_watching(viewer.id)
+
     def _reflow(self) -> None:
         order = site_order([s.id for s in self.config.sites], self.chair, self.sites)
         self.roster = tuple(self.sites[site_id] for site_id in order)
@@ -159,9 +191,13 @@ class Room:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sites = list(self.sites.values())
+        viewers = list(self.viewers.values())
         self.sites.clear()
+        self.viewers.clear()
         self.roster = ()
-        await asyncio.gather(*(site.close() for site in sites), return_exceptions=True)
+        self.audience = ()
+        peers: list[Site | Viewer] = [*sites, *viewers]
+        await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.video_clock.stop)
         await loop.run_in_executor(None, self.audio_clock.stop)
@@ -170,7 +206,7 @@ class Room:
 
     # --- feedback and rate control (event loop) -------------------------------------------------
 
-    def _picture_lost(self, site: Site, reason: str) -> None:
+    def _picture_lost(self, site: Site | Viewer, reason: str) -> None:
         group = self.video.group_of(site)
         if group is not None:
             group.request_keyframe(site.id, reason)
@@ -270,13 +306,14 @@ class Room:
             self_view=self.config.self_view,
             stale_after=self.stale_after,
             muted_video=self.muted_video,
+            audience=self.audience,
         )
         self.video.tick(deadline, stage)
 
     def _audio_tick(self, deadline: float) -> None:
         roster = self.roster
         pts = round((deadline - self._epoch) / 0.020) * 960  # the room's audio clock, in samples
-        inputs = self._mixer.tick(roster, deadline, pts, self.muted_audio)
+        inputs = self._mixer.tick(roster, deadline, pts, self.muted_audio, self.audience)
 
         # speaker detection on the same frames; a site that left gives up the floor
         present = {site.id for site in roster}

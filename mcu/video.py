@@ -24,6 +24,7 @@ from .layout import Layout, LayoutLibrary, place
 
 if TYPE_CHECKING:
     from .site import Site
+    from .viewer import Viewer
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Stage:
     self_view: bool
     stale_after: float
     muted_video: frozenset[str] = frozenset()
+    audience: tuple[Viewer, ...] = ()  # receive-only viewers: the shared canvas, no tile
 
 
 @dataclass
@@ -65,7 +67,7 @@ class VideoMixer:
         self.shared = shared
         self.layouts = layouts
         self.groups: dict[GroupKey, VideoEncoderGroup] = {}
-        self.member_of: dict[Site, GroupKey] = {}
+        self.member_of: dict[Site | Viewer, GroupKey] = {}
         self._on_visible = on_visible
         self._visible: frozenset[str] = frozenset()
         self._variants = {ALL: _Variant(), SPEAKER: _Variant()}
@@ -74,7 +76,7 @@ class VideoMixer:
         self._idle_since: dict[GroupKey, float] = {}
         self._epoch = time.monotonic()
 
-    def variant_of(self, site: Site, stage: Stage) -> str:
+    def variant_of(self, site: Site | Viewer, stage: Stage) -> str:
         if not self.shared:
             return f"site:{site.id}"
         return SPEAKER if not stage.self_view and site.id == stage.floor else ALL
@@ -157,10 +159,11 @@ class VideoMixer:
         return True
 
     def _update_membership(self, stage: Stage, now: float) -> None:
-        present = set(stage.roster)
+        members: tuple[Site | Viewer, ...] = (*stage.roster, *stage.audience)
+        present = set(members)
         for site in [s for s in self.member_of if s not in present]:
             self.groups[self.member_of.pop(site)].remove(site.video_out)
-        for site in stage.roster:
+        for site in members:
             if site.codec is None:
                 continue
             key = GroupKey(self.variant_of(site, stage), site.profile.name, site.codec)
@@ -192,7 +195,7 @@ class VideoMixer:
             self._visible = visible
             self._on_visible(visible)
 
-    def group_of(self, site: Site) -> VideoEncoderGroup | None:
+    def group_of(self, site: Site | Viewer) -> VideoEncoderGroup | None:
         key = self.member_of.get(site)
         return self.groups.get(key) if key is not None else None
 

@@ -186,3 +186,52 @@ async def test_an_adhoc_room_gives_join_links_with_fresh_tokens(api_server) -> N
     status, reply = await call_api(api_server, "DELETE", "/api/rooms/test")
     assert (status, reply["removed"]) == (200, False)
     assert "test" in api_server.rooms
+
+
+@pytest.mark.timeout(120)
+async def test_a_preview_viewer_sees_the_composite_and_is_not_a_site(api_server) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    site = Call(url(api_server, "test", "north"), site_token("north"),
+                video=ColourTrack((145, 54, 34)), audio=ToneTrack(TONES["north"], 0.2))
+    await site.connect()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    frames: list[Any] = []
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def drain() -> None:
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    frames.append(frame)
+        asyncio.ensure_future(drain())
+
+    await pc.setLocalDescription(await pc.createOffer())
+    room = api_server.rooms["test"]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{api_server.port}/api/rooms/test/viewers",
+                                 data=pc.localDescription.sdp,
+                                 headers={"Authorization": f"Bearer {OPERATOR}",
+                                          "Content-Type": "application/sdp"}) as reply:
+                assert reply.status == 201, await reply.text()
+                answer = await reply.text()
+                location = reply.headers["Location"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while len(frames) < 5:
+            assert loop.time() < deadline, "the preview shows no video"
+            await asyncio.sleep(0.1)
+        assert (frames[-1].width, frames[-1].height) == (320, 180)
+        assert [s.id for s in room.roster] == ["north"], "a viewer takes no tile"
+        assert len(room.viewers) == 1
+        status, _ = await call_api(api_server, "DELETE", location)
+        assert status == 204
+        assert room.viewers == {}
+    finally:
+        await pc.close()
+        await site.hang_up()
