@@ -199,6 +199,7 @@ async def test_a_preview_viewer_sees_the_composite_and_is_not_a_site(api_server)
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     frames: list[Any] = []
+    drains: list[asyncio.Task[None]] = []
 
     @pc.on("track")
     def on_track(track: Any) -> None:
@@ -207,7 +208,7 @@ async def test_a_preview_viewer_sees_the_composite_and_is_not_a_site(api_server)
                 frame = await track.recv()
                 if track.kind == "video":
                     frames.append(frame)
-        asyncio.ensure_future(drain())
+        drains.append(asyncio.ensure_future(drain()))
 
     await pc.setLocalDescription(await pc.createOffer())
     room = api_server.rooms["test"]
@@ -234,4 +235,6 @@ async def test_a_preview_viewer_sees_the_composite_and_is_not_a_site(api_server)
         assert room.viewers == {}
     finally:
         await pc.close()
+        for task in drains:
+            task.cancel()
         await site.hang_up()
