@@ -32,6 +32,7 @@ from .auth import bearer_token, hash_token, new_token
 from .config import ID_EXPECTED, ID_PATTERN, Config, RoomConfig, SiteConfig
 from .exceptions import McuError, OfferError
 from .layout import LayoutLibrary
+from .ratelimit import FailureLimiter
 from .room import Room
 from .sdp import check_offer
 
@@ -77,8 +78,10 @@ class OperatorApi:
         rooms: MutableMapping[str, Room],
         layouts: LayoutLibrary,
         make_room: Callable[[RoomConfig], Room],
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self.config = config
+        self.limiter = limiter or FailureLimiter()
         self.rooms = rooms
         self.layouts = layouts
         self._make_room = make_room
@@ -110,11 +113,17 @@ class OperatorApi:
 
     def authorise(self, request: web.Request) -> web.Response | None:
         """None when the request carries the operator's token, else the refusal."""
+        address = request.remote or "?"
+        wait = self.limiter.retry_after(address)
+        if wait is not None:
+            return _error(429, f"too many failed attempts from {address}: try again in "
+                               f"{wait:.0f} s")
         token = bearer_token(request.headers.get("Authorization"))
         if self._token_sha256 is None:
             return _error(401, f"operator API disabled: set {TOKEN_ENV} or "
                                "server.operator_token_file")
         if token is None:
+            self.limiter.failed(address)
             return _error(401, "missing bearer token: send 'Authorization: Bearer <operator "
                                "token>'")
         digest = hash_token(token)
@@ -123,6 +132,7 @@ class OperatorApi:
         if digest in self._site_tokens:
             logger.warning("site token used on the operator API from %s", request.remote)
             return _error(403, "a site token cannot use the operator API")
+        self.limiter.failed(address)
         logger.warning("wrong operator token from %s", request.remote)
         return _error(401, "wrong operator token")
 

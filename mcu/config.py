@@ -45,6 +45,8 @@ _SERVER_KEYS = (
     "ice_servers",
     "operator_token_file",
     "public_url",
+    "tls_cert",
+    "tls_key",
 )
 _PROFILE_KEYS = ("width", "height", "fps", "video_kbps", "audio_kbps")
 _ROOM_KEYS = ("name", "layout", "profile", "chair", "self_view", "sites")
@@ -90,6 +92,9 @@ class ServerConfig:
     operator_token_file: Path | None = None
     # the address sites use in join links, e.g. "https://mcu.example.vn:8443" (else the request's)
     public_url: str | None = None
+    # HTTPS for signaling, the pages and the API: PEM certificate chain and key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,17 @@ def _server(table: _Table, config_path: Path) -> ServerConfig:
     if public_url is not None and not re.fullmatch(r"https?://[^/\s]+", public_url):
         raise table.error("public_url", f"expected http(s)://HOST[:PORT], got {public_url!r}")
 
+    tls_cert = tls_key = None
+    if ("tls_cert" in table.data) != ("tls_key" in table.data):
+        missing = "tls_key" if "tls_cert" in table.data else "tls_cert"
+        raise table.error(missing, "missing; tls_cert and tls_key go together")
+    if "tls_cert" in table.data:
+        tls_cert = (config_path.parent / table.string("tls_cert")).resolve()
+        tls_key = (config_path.parent / table.string("tls_key")).resolve()
+        for key, path in (("tls_cert", tls_cert), ("tls_key", tls_key)):
+            if not path.is_file():
+                raise table.error(key, f"expected a readable PEM file, {path} is not one")
+
     return ServerConfig(
         host=host,
         port=port,
@@ -342,6 +358,8 @@ def _server(table: _Table, config_path: Path) -> ServerConfig:
         layouts_dir=layouts_dir,
         operator_token_file=operator_token_file,
         public_url=public_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

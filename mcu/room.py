@@ -229,6 +229,7 @@ class Room:
             await asyncio.sleep(CONTROL_PERIOD)
             now = time.monotonic()
             for site in self.roster:
+                site.watch_decoding(now)
                 change = site.adaptive.update(now, site.remb_bps, site.loss_fraction)
                 if change is not None:
                     logger.info("room=%s site=%s profile %s -> %s (%s)", self.id, site.id,

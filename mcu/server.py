@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +14,9 @@ from aiortc import RTCIceServer
 from . import ice
 from .api import OperatorApi
 from .config import Config, RoomConfig
+from .exceptions import McuError
 from .layout import load_library
+from .ratelimit import FailureLimiter
 from .room import Room
 from .signaling import Signaling
 
@@ -33,13 +36,15 @@ class Server:
         self.rooms: dict[str, Room] = {
             room_id: self.make_room(room) for room_id, room in config.rooms.items()
         }
-        self.signaling = Signaling(self.rooms, config.server.max_offer_bytes)
-        self.api = OperatorApi(config, self.rooms, self.layouts, self.make_room)
+        self.limiter = FailureLimiter()  # failed logins per address, shared by both front doors
+        self.signaling = Signaling(self.rooms, config.server.max_offer_bytes, self.limiter)
+        self.api = OperatorApi(config, self.rooms, self.layouts, self.make_room, self.limiter)
         self.app = web.Application(client_max_size=config.server.max_offer_bytes)
         self.app.add_routes(self.signaling.routes())
         self.app.add_routes(self.api.routes())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.scheme = "http"
 
     def make_room(self, room: RoomConfig) -> Room:
         return Room(room, self.config.profiles, self.layouts, self.ice_servers)
@@ -52,13 +57,22 @@ class Server:
             room.start()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, server.host, server.port)
+        tls = None
+        if server.tls_cert is not None and server.tls_key is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                tls.load_cert_chain(server.tls_cert, server.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise McuError(f"{self.config.path}: server.tls_cert/tls_key: cannot use "
+                               f"{server.tls_cert} with {server.tls_key}: {exc}") from None
+        site = web.TCPSite(self._runner, server.host, server.port, ssl_context=tls)
         await site.start()
         # the port actually bound, for a config that asked for port 0
         bound: Any = site._server
         sockets = bound.sockets if bound is not None else []
         self.port = int(sockets[0].getsockname()[1]) if sockets else server.port
-        logger.info("listening on http://%s:%d with %d rooms", server.host, self.port,
+        self.scheme = "https" if tls else "http"
+        logger.info("listening on %s://%s:%d with %d rooms", self.scheme, server.host, self.port,
                     len(self.rooms))
 
     async def close(self) -> None:

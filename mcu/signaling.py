@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .auth import bearer_token, token_matches
 from .exceptions import OfferError
+from .ratelimit import FailureLimiter
 from .room import Room
 from .sdp import check_offer
 
@@ -32,9 +33,11 @@ def _refuse(status: int, reason: str, **headers: str) -> web.Response:
 class Signaling:
     """The dial-in endpoints of a set of running rooms."""
 
-    def __init__(self, rooms: Mapping[str, Room], max_offer_bytes: int) -> None:
+    def __init__(self, rooms: Mapping[str, Room], max_offer_bytes: int,
+                 limiter: FailureLimiter | None = None) -> None:
         self.rooms = rooms
         self.max_offer_bytes = max_offer_bytes
+        self.limiter = limiter or FailureLimiter()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -45,9 +48,15 @@ class Signaling:
 
     def _authorise(self, request: web.Request) -> tuple[Room, str] | web.Response:
         """The room and site the request may act for, or the refusal to send."""
+        address = request.remote or "?"
+        wait = self.limiter.retry_after(address)
+        if wait is not None:
+            return _refuse(429, f"too many failed attempts from {address}: try again in "
+                                f"{wait:.0f} s", **{"Retry-After": str(max(1, round(wait)))})
         token = bearer_token(request.headers.get("Authorization"))
         challenge = {"WWW-Authenticate": 'Bearer realm="mcu"'}
         if token is None:
+            self.limiter.failed(address)
             return _refuse(401, "missing bearer token: send 'Authorization: Bearer <token>'",
                            **challenge)
         room_id, site_id = request.match_info["room"], request.match_info["site"]
@@ -58,6 +67,7 @@ class Signaling:
         if site is None:
             return _refuse(404, f"no site {site_id!r} in room {room_id!r}")
         if not token_matches(token, site.token_sha256):
+            self.limiter.failed(address)
             logger.warning("room=%s site=%s refused: wrong token from %s", room_id, site_id,
                            request.remote)
             return _refuse(401, f"wrong token for site {site_id!r}", **challenge)

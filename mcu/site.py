@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ from .tracks import EncodedAudioTrack, EncodedVideoTrack
 logger = logging.getLogger(__name__)
 
 AUDIO_RING_FRAMES = 10  # 200 ms of 20 ms frames; older audio is dropped, never queued
+DECODE_WATCHDOG = 1.0  # seconds without a decoded frame before a keyframe is requested
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Site:
         self.rtt: float | None = None
         self.receiving_video = True
         self.plis_sent = 0
+        self.watchdog_requests = 0
         self.keyframe_requests = 0  # picture-loss requests the site sent us
         self.stats: Any = None  # the latest `mcu.stats.SiteStats`, refreshed by the room
         self.rembs_sent = 0
@@ -197,9 +199,31 @@ class Site:
                     "resumed" if on else "paused", reason)
         if on:
             for source in receiver.getSynchronizationSources():
-                task = asyncio.ensure_future(receiver._send_rtcp_pli(source.source))
-                self._drains.append(task)
+                self._spawn(receiver._send_rtcp_pli(source.source))
                 self.plis_sent += 1
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a short RTCP send owned by this site (finished ones are forgotten)."""
+        self._drains = [task for task in self._drains if not task.done()]
+        self._drains.append(asyncio.ensure_future(coroutine))
+
+    def watch_decoding(self, now: float) -> None:
+        """The decode watchdog: video that has not decoded for `DECODE_WATCHDOG` seconds (lost
+        packets, a broken reference) gets a keyframe request; the tile keeps the last good frame
+        meanwhile. Called about once a second, so at most one request per second."""
+        slot = self.video_slot
+        receiver = self._video_receiver
+        if not self.receiving_video or slot is None or receiver is None:
+            return
+        if now - slot.arrived < DECODE_WATCHDOG:
+            return
+        self.watchdog_requests += 1
+        if self.watchdog_requests == 1 or self.watchdog_requests % 30 == 0:
+            logger.info("room=%s site=%s no decodable video for %.1f s: keyframe requested",
+                        self.room_id, self.id, now - slot.arrived)
+        for source in receiver.getSynchronizationSources():
+            self._spawn(receiver._send_rtcp_pli(source.source))
+            self.plis_sent += 1
 
     async def send_remb(self, bps: int) -> None:
         """Ask the site to send its video at no more than `bps`."""
