@@ -90,7 +90,7 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
@@ -132,5 +132,5 @@ def test_tls_keys_go_together(tmp_path: Path) -> None:
             '[profiles.p]\nwidth = 320\nheight = 180\nfps = 10\nvideo_kbps = 200\n'
             'audio_kbps = 24\n[rooms.r]\nname = "Phòng"\nprofile = "p"\n'
             f'[rooms.r.sites.a]\nname = "A"\ntoken_sha256 = "{"0" * 64}"\n')
-    with pytest.raises(ConfigError, match="server.tls_key: missing; tls_cert and tls_key go"):
+    with pytest.raises(ConfigError, match=r"server\.tls_key: missing; tls_cert and tls_key go"):
         parse_config(text, tmp_path / "tls.toml")
