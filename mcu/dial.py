@@ -86,6 +86,7 @@ class Call:
         self.answer_sdp: str | None = None
         self.latest_video: av.VideoFrame | None = None
         self.video_frames = 0
+        self.frame_times: collections.deque[float] = collections.deque(maxlen=10_000)
         self.audio_frames = 0
         self._audio = collections.deque[np.ndarray](maxlen=int(audio_history / 0.02))
         self._audio_energy = 0.0
@@ -202,6 +203,7 @@ class Call:
                 assert isinstance(frame, av.VideoFrame)
                 self.latest_video = frame
                 self.video_frames += 1
+                self.frame_times.append(time.monotonic())
                 self._frame_event.set()
             else:
                 assert isinstance(frame, av.AudioFrame)
@@ -224,6 +226,11 @@ class Call:
             self._frame_event.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._frame_event.wait(), remaining)
+
+    def longest_gap(self, since: float) -> float:
+        """The longest time between two received composite frames after `since` (monotonic)."""
+        times = [t for t in self.frame_times if t >= since]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
     def recent_audio(self, seconds: float) -> np.ndarray:
         """The last `seconds` of received audio, mono int16 at 48 kHz."""

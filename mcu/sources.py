@@ -44,7 +44,8 @@ class _Paced:
 
 
 class ColourTrack(MediaStreamTrack):
-    """A flat I420 colour at a fixed size and frame rate."""
+    """A flat I420 colour at a given size and frame rate; size and rate may change mid-stream
+    (any size, odd ones included, as a misbehaving camera might send)."""
 
     kind = "video"
 
@@ -56,32 +57,32 @@ class ColourTrack(MediaStreamTrack):
         self.width = width
         self.height = height
         self.fps = fps
-        self._count = 0
+        self._media_time = 0.0
         self._pacing = _Paced()
-        self._image = self._make_image()
-
-    def _make_image(self) -> np.ndarray:
-        y, u, v = self.yuv
-        image = np.empty((self.height * 3 // 2, self.width), np.uint8)
-        image[: self.height] = y
-        chroma = image[self.height :].reshape(-1)
-        quarter = self.width * self.height // 4
-        chroma[:quarter] = u
-        chroma[quarter:] = v
-        return image
 
     def set_colour(self, yuv: tuple[int, int, int]) -> None:
         self.yuv = yuv
-        self._image = self._make_image()
+
+    def set_size(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+
+    def set_fps(self, fps: int) -> None:
+        self.fps = fps
+
+    def _make_frame(self) -> av.VideoFrame:
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, value in zip(frame.planes, self.yuv, strict=True):
+            plane.update(bytes([value]) * plane.buffer_size)
+        return frame
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        await self._pacing.wait_until(self._count / self.fps)
-        frame = av.VideoFrame.from_ndarray(self._image, format="yuv420p")
-        frame.pts = self._count * VIDEO_CLOCK // self.fps
+        await self._pacing.wait_until(self._media_time)
+        frame = self._make_frame()
+        frame.pts = round(self._media_time * VIDEO_CLOCK)
         frame.time_base = VIDEO_TIME_BASE
-        self._count += 1
+        self._media_time += 1 / self.fps
         return frame
 
 

@@ -46,7 +46,7 @@ def room_config(
         f"height = {height}",
         f"fps = {fps}",
         "video_kbps = 400",
-        "audio_kbps = 32",
+        "audio_kbps = 64",
         "",
         f"[rooms.{room}]",
         'name = "Phòng thử"',
