@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -230,7 +231,7 @@ class Call:
     def longest_gap(self, since: float) -> float:
         """The longest time between two received composite frames after `since` (monotonic)."""
         times = [t for t in self.frame_times if t >= since]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def recent_audio(self, seconds: float) -> np.ndarray:
         """The last `seconds` of received audio, mono int16 at 48 kHz."""
