@@ -117,6 +117,10 @@ class VideoEncoderGroup:
         self.keyframes_throttled = 0
         self.encode_seconds = 0.0
         self.errors = 0
+        # the longest step between the timestamps of consecutive encoded frames: an output gap
+        # (skipped clock ticks, frames dropped before encoding) shows here, in seconds
+        self.longest_gap = 0.0
+        self._last_pts: int | None = None
         self._members: dict[object, Deliver] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -227,6 +231,10 @@ class VideoEncoderGroup:
             frame = frame.reformat(width=self.profile.width, height=self.profile.height)
         picture = av.video.frame.PictureType
         frame.pict_type = picture.I if keyframe else picture.NONE
+        if frame.pts is not None:
+            if self._last_pts is not None:
+                self.longest_gap = max(self.longest_gap, (frame.pts - self._last_pts) / 90000)
+            self._last_pts = frame.pts
         started = time.monotonic()
         packets = context.encode(frame)
         self.encode_seconds += time.monotonic() - started
