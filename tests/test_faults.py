@@ -68,7 +68,7 @@ def assert_no_output_gap(room: Any, watchers: list[Call], since: float) -> None:
 
 @pytest.mark.timeout(120)
 async def test_a_site_changing_size_and_rate_disturbs_nobody(mcu_server) -> None:
-    server, room, calls = await start_room(mcu_server, SITES)
+    _, room, calls = await start_room(mcu_server, SITES)
     try:
         wild = calls["north"]._video_out
         assert isinstance(wild, ColourTrack)
@@ -93,7 +93,7 @@ async def test_a_site_changing_size_and_rate_disturbs_nobody(mcu_server) -> None
 async def test_corrupt_frames_from_one_site_are_survived(mcu_server, monkeypatch) -> None:
     from aiortc.codecs import vpx
 
-    server, room, calls = await start_room(mcu_server, SITES[:3])
+    _, room, calls = await start_room(mcu_server, SITES[:3])
     encode = vpx.Vp8Encoder.encode
     corrupted = {"frames": 0}
     rng = random.Random(7)
@@ -129,7 +129,7 @@ def media_port(answer: str) -> int:
 
 @pytest.mark.timeout(120)
 async def test_garbage_on_a_media_port_is_ignored(mcu_server) -> None:
-    server, room, calls = await start_room(mcu_server, SITES[:3])
+    _, room, calls = await start_room(mcu_server, SITES[:3])
     try:
         port = media_port(calls["north"].answer_sdp or "")
         rng = random.Random(11)
@@ -160,7 +160,7 @@ async def test_garbage_on_a_media_port_is_ignored(mcu_server) -> None:
 
 @pytest.mark.timeout(120)
 async def test_two_sites_leaving_together_and_one_vanishing(mcu_server) -> None:
-    server, room, calls = await start_room(mcu_server, SITES)
+    _, room, calls = await start_room(mcu_server, SITES)
     try:
         reset_gaps(room)
         since = time.monotonic()
