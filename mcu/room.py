@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from aiortc import RTCIceServer
 
+from . import metrics
 from .bitrate import AdaptiveProfile, ladder
 from .clock import Clock
 from .config import Profile, RoomConfig
@@ -24,6 +25,7 @@ from .layout import Layout, LayoutLibrary, site_order
 from .mixer import Mixer
 from .site import Site
 from .speaker import RoomSpeaker
+from .stats import snapshot
 from .viewer import Viewer
 from .video import Stage, VideoMixer
 
@@ -229,6 +231,7 @@ class Room:
             await asyncio.sleep(CONTROL_PERIOD)
             now = time.monotonic()
             for site in self.roster:
+                site.stats = await snapshot(site, site.stats, self.floor)
                 site.watch_decoding(now)
                 change = site.adaptive.update(now, site.remb_bps, site.loss_fraction)
                 if change is not None:
@@ -296,6 +299,7 @@ class Room:
     # --- clock threads -------------------------------------------------------------------------
 
     def _video_tick(self, deadline: float) -> None:
+        started = time.monotonic()
         stage = Stage(
             roster=self.roster,
             layout_name=self.layout_name,
@@ -310,8 +314,10 @@ class Room:
             audience=self.audience,
         )
         self.video.tick(deadline, stage)
+        metrics.observe_video_tick(self.id, time.monotonic() - started)
 
     def _audio_tick(self, deadline: float) -> None:
+        started = time.monotonic()
         roster = self.roster
         pts = round((deadline - self._epoch) / 0.020) * 960  # the room's audio clock, in samples
         inputs = self._mixer.tick(roster, deadline, pts, self.muted_audio, self.audience)
@@ -335,3 +341,4 @@ class Room:
                         change.previous or "nobody")
         elif self.floor is not None and self.floor not in present:
             self.floor = self._speaker.holder
+        metrics.observe_audio_tick(self.id, time.monotonic() - started)

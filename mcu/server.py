@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -11,11 +12,12 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCIceServer
 
-from . import ice
+from . import ice, metrics
 from .api import OperatorApi
 from .config import Config, RoomConfig
 from .exceptions import McuError
 from .layout import load_library
+from .pages import Pages
 from .ratelimit import FailureLimiter
 from .room import Room
 from .signaling import Signaling
@@ -42,9 +44,22 @@ class Server:
         self.app = web.Application(client_max_size=config.server.max_offer_bytes)
         self.app.add_routes(self.signaling.routes())
         self.app.add_routes(self.api.routes())
+
+        # Prometheus: the same operator token as the API (the figures name every site)
+        self.metrics = metrics.make_registry(lambda: self.rooms.values())
+        self.app[metrics.REGISTRY] = self.metrics
+        self.app.router.add_get("/metrics", self._metrics)
+        self._loop_watch: asyncio.Task[None] | None = None
+        self.app.add_routes(Pages(self).routes())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.scheme = "http"
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        refusal = self.api.authorise(request)
+        if refusal is not None:
+            return refusal
+        return await metrics.metrics_handler(request)
 
     def make_room(self, room: RoomConfig) -> Room:
         return Room(room, self.config.profiles, self.layouts, self.ice_servers)
@@ -55,6 +70,7 @@ class Server:
         ice.configure(list(server.media_addresses), port_range)
         for room in self.rooms.values():
             room.start()
+        self._loop_watch = asyncio.ensure_future(metrics.watch_event_loop(self.metrics))
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         tls = None
@@ -76,6 +92,10 @@ class Server:
                     len(self.rooms))
 
     async def close(self) -> None:
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_watch
         await asyncio.gather(*(room.close() for room in self.rooms.values()))
         if self._runner is not None:
             await self._runner.cleanup()

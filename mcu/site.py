@@ -39,6 +39,7 @@ from aiortc.rtp import (
 from .config import Profile, SiteConfig
 from .bitrate import AdaptiveProfile
 from .sdp import first_codec
+from .stats import SiteStats
 from .tracks import EncodedAudioTrack, EncodedVideoTrack
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Site:
         self.plis_sent = 0
         self.watchdog_requests = 0
         self.keyframe_requests = 0  # picture-loss requests the site sent us
-        self.stats: Any = None  # the latest `mcu.stats.SiteStats`, refreshed by the room
+        self.stats: SiteStats | None = None  # the latest snapshot, refreshed by the room
         self.rembs_sent = 0
         self._video_sender: RTCRtpSender | None = None
         self._video_receiver: RTCRtpReceiver | None = None
