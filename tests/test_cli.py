@@ -163,3 +163,54 @@ async def test_dial_ends_when_the_mcu_hangs_up(mcu_server) -> None:
     assert process.returncode == 1
     assert "the MCU ended the call" in stderr.decode()
     assert loop.time() - started < 15
+
+
+async def test_sigterm_with_sites_connected_ends_every_call_and_exits_0(tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from mcu import ice
+    from mcu.dial import Call
+    from mcu.sources import ColourTrack, ToneTrack
+
+    port = free_port()
+    config = tmp_path / "mcu.toml"
+    sites = "".join(
+        f'[rooms.r.sites.{s}]\nname = "Điểm cầu {s}"\n'
+        f'token_sha256 = "{hashlib.sha256(s.encode()).hexdigest()}"\n' for s in ("a", "b"))
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nrtp_ports = [44000, 44999]\n'
+        "[profiles.p]\nwidth = 320\nheight = 180\nfps = 10\nvideo_kbps = 200\naudio_kbps = 24\n"
+        '[rooms.r]\nname = "Phòng"\nlayout = "auto"\nprofile = "p"\n' + sites, "utf-8")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcu", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    ice.configure(["127.0.0.1"], None)
+    calls = [Call(f"http://127.0.0.1:{port}/rooms/r/sites/{s}", s,
+                  video=ColourTrack((90, 128, 128)), audio=ToneTrack(440, 0.1)) for s in "ab"]
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/health") as reply:
+                        if reply.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert loop.time() < deadline, "the server did not come up"
+                await asyncio.sleep(0.3)
+        await asyncio.gather(*(call.connect() for call in calls))
+        await asyncio.gather(*(call.wait_video(3, timeout=20) for call in calls))
+        started = loop.time()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert loop.time() - started < 5
+        await asyncio.wait_for(asyncio.gather(*(call.ended.wait() for call in calls)), 10)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await asyncio.gather(*(call.hang_up(timeout=1) for call in calls))
+        ice.reset()
