@@ -55,6 +55,20 @@ def parse_sections(text: str) -> list[MediaSection]:
     return sections
 
 
+def ssrcs(text: str, kind: str) -> list[int]:
+    """The SSRCs an SDP announces for its `kind` sections (a=ssrc, RFC 5576)."""
+    found: list[int] = []
+    section = None
+    for line in text.splitlines():
+        if line.startswith("m="):
+            section = line[2:].split(" ", 1)[0]
+        elif section == kind and line.startswith("a=ssrc:"):
+            value = line[7:].split(" ", 1)[0]
+            if value.isdigit() and int(value) not in found:
+                found.append(int(value))
+    return found
+
+
 def first_codec(text: str, kind: str) -> str | None:
     """The lower-case name of the first codec of the first `kind` section (an answer's choice)."""
     for section in parse_sections(text):

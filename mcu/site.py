@@ -38,7 +38,7 @@ from aiortc.rtp import (
 
 from .config import Profile, SiteConfig
 from .bitrate import AdaptiveProfile
-from .sdp import first_codec
+from .sdp import first_codec, ssrcs
 from .stats import SiteStats
 from .tracks import EncodedAudioTrack, EncodedVideoTrack
 
@@ -94,6 +94,7 @@ class Site:
         self.stats: SiteStats | None = None  # the latest snapshot, refreshed by the room
         self.rembs_sent = 0
         self._video_sender: RTCRtpSender | None = None
+        self._video_ssrcs: list[int] = []  # the site's video SSRCs, for PLI and REMB
         self._video_receiver: RTCRtpReceiver | None = None
         self.joined = time.monotonic()
         self.closed = asyncio.Event()
@@ -134,6 +135,7 @@ class Site:
                 self.closed.set()
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        self._video_ssrcs = ssrcs(offer_sdp, "video")
 
         # the site receives exactly one video (the composite) and one audio (its mix)
         kinds = {t.kind for t in pc.getTransceivers()}
@@ -199,9 +201,19 @@ class Site:
         logger.info("room=%s site=%s video %s (%s)", self.room_id, self.id,
                     "resumed" if on else "paused", reason)
         if on:
-            for source in receiver.getSynchronizationSources():
-                self._spawn(receiver._send_rtcp_pli(source.source))
+            for ssrc in self._remote_video_ssrcs():
+                self._spawn(receiver._send_rtcp_pli(ssrc))
                 self.plis_sent += 1
+
+    def _remote_video_ssrcs(self) -> list[int]:
+        """The SSRCs of the site's video: those seen lately, else those its offer announced
+        (aiortc forgets sources it has not heard from for 10 s, as with a paused receiver)."""
+        receiver = self._video_receiver
+        seen = [s.source for s in receiver.getSynchronizationSources()] if receiver else []
+        for ssrc in seen:
+            if ssrc not in self._video_ssrcs:
+                self._video_ssrcs.append(ssrc)
+        return seen or self._video_ssrcs
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a short RTCP send owned by this site (finished ones are forgotten)."""
@@ -222,8 +234,8 @@ class Site:
         if self.watchdog_requests == 1 or self.watchdog_requests % 30 == 0:
             logger.info("room=%s site=%s no decodable video for %.1f s: keyframe requested",
                         self.room_id, self.id, now - slot.arrived)
-        for source in receiver.getSynchronizationSources():
-            self._spawn(receiver._send_rtcp_pli(source.source))
+        for ssrc in self._remote_video_ssrcs():
+            self._spawn(receiver._send_rtcp_pli(ssrc))
             self.plis_sent += 1
 
     async def send_remb(self, bps: int) -> None:
@@ -232,10 +244,10 @@ class Site:
         rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
         if receiver is None or rtcp_ssrc is None:
             return
-        ssrcs = [source.source for source in receiver.getSynchronizationSources()]
-        if ssrcs:
+        sources = self._remote_video_ssrcs()
+        if sources:
             packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
-                                    fci=pack_remb_fci(bps, ssrcs))
+                                    fci=pack_remb_fci(bps, sources))
             await receiver._send_rtcp(packet)
             self.rembs_sent += 1
 

@@ -57,6 +57,10 @@ def reset_gaps(room: Any) -> None:
 
 
 def assert_no_output_gap(room: Any, watchers: list[Call], since: float) -> None:
+    longest = max((g.longest_gap for g in room.video.groups.values()), default=0.0)
+    received = max((call.longest_gap(since) for call in watchers), default=0.0)
+    # read by benchmarks/reliability_report.py
+    print(f"FREEZE output_ms={longest * 1000:.0f} received_ms={received * 1000:.0f}")
     for group in room.video.groups.values():
         assert group.longest_gap <= INTERVAL + 1e-3, (
             f"output gap {group.longest_gap * 1000:.0f} ms in {group.key}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mcu.exceptions import OfferError
-from mcu.sdp import check_offer, first_codec, parse_sections
+from mcu.sdp import check_offer, first_codec, parse_sections, ssrcs
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 
@@ -85,3 +85,11 @@ def test_first_codec_follows_the_media_line_order() -> None:
     answer = video("a=rtpmap:96 VP8/90000", "a=rtpmap:102 H264/90000", formats="102 96")
     assert first_codec(answer, "video") == "h264"
     assert first_codec(answer, "audio") is None
+
+
+def test_ssrcs_are_read_per_media_kind() -> None:
+    offer = (HEAD + "m=audio 9 RTP/AVP 111\r\na=ssrc:11 cname:x\r\n"
+             + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ssrc-group:FID 22 23\r\n"
+             + "a=ssrc:22 cname:x\r\na=ssrc:22 msid:a b\r\na=ssrc:23 cname:x\r\n")
+    assert ssrcs(offer, "video") == [22, 23]
+    assert ssrcs(offer, "audio") == [11]
