@@ -2,230 +2,682 @@
 # cython: initializedcheck=False
 """The compiled kernel: scale decoded frames into canvas tiles, and mix 20 ms of audio.
 
-Every public function checks its arguments in Python, allocates the scratch memory it needs, and
-then does all of its work under ``with nogil:`` through the small C helpers below.
+Every public function checks its arguments in Python, takes its weight tables from a small cache
+and its scratch memory from a pool, and then does all of its work under ``with nogil:`` through
+the small C helpers below. A steady-state tick allocates nothing.
 
 Planes are typed ``[:, ::view.contiguous]``: each row is contiguous but the row stride may exceed
 the width (PyAV pads its lines). ``[:, ::1]`` would demand a fully C-contiguous array instead.
+
+Resizing is separable and done in fixed point, one band of `LANES` output rows at a time:
+
+1. vertical pass, whole rows: each output row of the band is a weighted sum of source rows, kept
+   as 16-bit values with 8 fractional bits ("Q8"); weights are 16-bit fractions of 65536 ("Q16")
+   and products keep their high half, so the loops are plain 16-bit multiplies GCC vectorises;
+2. the band's rows are interleaved, sample by sample, so that the horizontal pass reads `LANES`
+   neighbouring rows as one vector per source column;
+3. horizontal pass: each output column is a weighted sum of a few interleaved source columns;
+4. the results are rounded to bytes and spread back into the band's rows.
+
+Every product drops less than one Q8 unit and every weight is off by less than one Q16 unit, so
+a sample with `taps` source samples along both axes is within about `taps` / 256 of the float64
+result; resizes that would need more than `MAX_FIXED_TAPS` fall back to a slower path in doubles.
+Exact 2x and 4x shrinks have their own loops (means of 2x2 and 4x4 blocks, exact in integers), and
+a vertical shrink by a whole factor sums its rows before it scales them.
 """
 
 import logging
+from collections import OrderedDict
 
 from cython cimport view
-from libc.math cimport floor, log10, sqrt
-from libc.stdint cimport int16_t, int64_t, uint8_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.math cimport floor, isfinite, log10, sqrt
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
 
 logger = logging.getLogger(__name__)
 
 cdef double FLOOR_DBOV = -127.0
 cdef double FULL_SCALE = 32768.0
 
+# the soft limiter of mix_minus_limited: linear up to the knee, then compressed toward the ceiling
+LIMITER_KNEE = 0.7 * FULL_SCALE
+LIMITER_CEILING = 0.9 * FULL_SCALE
+cdef float KNEE = LIMITER_KNEE
+cdef float CEILING = LIMITER_CEILING
+cdef float MAX_GAIN = 16.0
+
+cdef extern from *:
+    # a byte pointer the compiler may assume no other pointer in the loop writes through;
+    # without it, stores to eight rows of bytes could alias each other and are not vectorised
+    ctypedef uint8_t *bytes_out "uint8_t *CYTHON_RESTRICT"
+    ctypedef const uint8_t *const_bytes_in "const uint8_t *CYTHON_RESTRICT"
+
+cdef enum:
+    LANES = 8  # output rows per band: one 128-bit vector of 16-bit samples
+    ONE_Q16 = 65536
+    MAX_FIXED_TAPS = 200  # vertical + horizontal taps the 16-bit path keeps within +-1
+    CACHE_SIZE = 64  # weight tables kept (one per axis length pair)
+    POOL_SIZE = 8  # scratch buffers kept for reuse
+
+cdef enum Kind:
+    COPY = 0
+    AREA = 1
+    BILINEAR = 2
+
 
 # ---------------------------------------------------------------------------------------------
-# resampling
+# weight tables, cached per (source length, output length)
 
 
-cdef struct Axis:
-    # one axis of a resize: for output sample i, `count[i]` source samples starting at
-    # `start[i]`, weighted by weight[i * taps + t]
+cdef struct Table:
+    # one axis of a resize: output i reads source samples start[i] .. start[i] + taps - 1,
+    # weighted by weight[i * taps + t] (Q16, zero outside the samples it really covers);
+    # lane[] repeats every weight LANES times for the interleaved horizontal pass
+    int kind
     Py_ssize_t src_len
     Py_ssize_t dst_len
     Py_ssize_t taps
-    Py_ssize_t *start
-    Py_ssize_t *count
-    float *weight
+    int32_t *start
+    int32_t *lead  # first tap with a weight, relative to start
+    int32_t *count  # taps with a weight
+    uint16_t *weight
+    uint16_t *lane
+    # an exact integer shrink (`factor` samples per output) averages with equal weights: the
+    # samples are summed first, then scaled once, as mulhi(sum << pre_shift, scale) * 2
+    Py_ssize_t factor
+    int pre_shift
+    uint16_t scale
 
 
-cdef struct Resampler:
-    Axis horiz
-    Axis vert
-    float *rows    # src_h x dst_w, output of the horizontal pass
-    float *acc     # dst_w, one output row being summed
+cdef class _Weights:
+    """An owned `Table`: built once, shared read-only by every call that resizes alike."""
 
+    cdef Table t
 
-cdef inline Py_ssize_t _max_taps(Py_ssize_t src_len, Py_ssize_t dst_len) noexcept nogil:
-    """Upper bound of the source samples one output sample reads."""
-    cdef Py_ssize_t taps
-    if dst_len == src_len:
-        return 1
-    if dst_len > src_len:
-        return 2
-    # an interval of length S/D touches at most ceil(S/D) + 1 samples, and never more than S
-    taps = (src_len + dst_len - 1) // dst_len + 1
-    return taps if taps < src_len else src_len
-
-
-cdef int _axis_alloc(Axis *axis, Py_ssize_t src_len, Py_ssize_t dst_len) except -1:
-    axis.src_len = src_len
-    axis.dst_len = dst_len
-    axis.taps = _max_taps(src_len, dst_len)
-    axis.start = <Py_ssize_t *>malloc(dst_len * sizeof(Py_ssize_t))
-    axis.count = <Py_ssize_t *>malloc(dst_len * sizeof(Py_ssize_t))
-    axis.weight = <float *>malloc(dst_len * axis.taps * sizeof(float))
-    if axis.start == NULL or axis.count == NULL or axis.weight == NULL:
-        raise MemoryError(f"no memory for a {src_len} -> {dst_len} weight table")
-    return 0
-
-
-cdef void _axis_free(Axis *axis) noexcept nogil:
-    free(axis.start)
-    free(axis.count)
-    free(axis.weight)
-    axis.start = NULL
-    axis.count = NULL
-    axis.weight = NULL
-
-
-cdef int _resampler_alloc(
-    Resampler *r, Py_ssize_t src_h, Py_ssize_t src_w, Py_ssize_t dst_h, Py_ssize_t dst_w
-) except -1:
-    """Allocate the tables and buffers of one resize; on failure free what was taken."""
-    memset(r, 0, sizeof(Resampler))
-    try:
-        _axis_alloc(&r.horiz, src_w, dst_w)
-        _axis_alloc(&r.vert, src_h, dst_h)
-        r.rows = <float *>malloc(src_h * dst_w * sizeof(float))
-        r.acc = <float *>malloc(dst_w * sizeof(float))
-        if r.rows == NULL or r.acc == NULL:
-            raise MemoryError(f"no memory to resize {src_w}x{src_h} to {dst_w}x{dst_h}")
-    except MemoryError:
-        _resampler_free(r)
-        raise
-    return 0
-
-
-cdef void _resampler_free(Resampler *r) noexcept nogil:
-    _axis_free(&r.horiz)
-    _axis_free(&r.vert)
-    free(r.rows)
-    free(r.acc)
-    r.rows = NULL
-    r.acc = NULL
-
-
-cdef void _axis_area(Axis *axis) noexcept nogil:
-    """Area-average weights, exact in integers: all positions are scaled by D."""
-    cdef Py_ssize_t s_len = axis.src_len
-    cdef Py_ssize_t d_len = axis.dst_len
-    cdef Py_ssize_t i, k, first, last
-    cdef int64_t lo, hi, seg_lo, seg_hi
-    cdef float *w
-    for i in range(d_len):
-        # output i covers [i*S, (i+1)*S) and source k covers [k*D, (k+1)*D), both in 1/D units
-        lo = <int64_t>i * s_len
-        hi = lo + s_len
-        first = <Py_ssize_t>(lo // d_len)
-        last = <Py_ssize_t>((hi - 1) // d_len)
-        axis.start[i] = first
-        axis.count[i] = last - first + 1
-        w = axis.weight + i * axis.taps
-        for k in range(first, last + 1):
-            seg_lo = lo if lo > <int64_t>k * d_len else <int64_t>k * d_len
-            seg_hi = hi if hi < <int64_t>(k + 1) * d_len else <int64_t>(k + 1) * d_len
-            w[k - first] = <float>(<double>(seg_hi - seg_lo) / <double>s_len)
-
-
-cdef void _axis_bilinear(Axis *axis) noexcept nogil:
-    """Two-tap weights between the neighbours of each output pixel centre."""
-    cdef Py_ssize_t s_len = axis.src_len
-    cdef Py_ssize_t d_len = axis.dst_len
-    cdef Py_ssize_t i, k
-    cdef double pos, frac
-    cdef float *w
-    for i in range(d_len):
-        pos = (i + 0.5) * s_len / d_len - 0.5
-        if pos < 0.0:
-            pos = 0.0
-        elif pos > s_len - 1:
-            pos = s_len - 1
-        k = <Py_ssize_t>floor(pos)
-        frac = pos - k
-        w = axis.weight + i * axis.taps
-        axis.start[i] = k
-        if k >= s_len - 1:
-            axis.count[i] = 1
-            w[0] = 1.0
+    def __cinit__(self, Py_ssize_t src_len, Py_ssize_t dst_len):
+        memset(&self.t, 0, sizeof(Table))
+        self.t.src_len = src_len
+        self.t.dst_len = dst_len
+        if dst_len == src_len:
+            self.t.kind = COPY
+        elif dst_len < src_len:
+            self.t.kind = AREA
         else:
-            axis.count[i] = 2
-            w[0] = <float>(1.0 - frac)
-            w[1] = <float>frac
+            self.t.kind = BILINEAR
+        self.t.taps = _count_taps(&self.t)
+        if self.t.kind == AREA and src_len % dst_len == 0 and src_len // dst_len <= 257:
+            _set_factor(&self.t, src_len // dst_len)
+        n = dst_len * self.t.taps
+        self.t.start = <int32_t *>malloc(dst_len * sizeof(int32_t))
+        self.t.lead = <int32_t *>malloc(dst_len * sizeof(int32_t))
+        self.t.count = <int32_t *>malloc(dst_len * sizeof(int32_t))
+        self.t.weight = <uint16_t *>malloc(n * sizeof(uint16_t))
+        self.t.lane = <uint16_t *>malloc(n * LANES * sizeof(uint16_t))
+        if (
+            self.t.start == NULL or self.t.lead == NULL or self.t.count == NULL
+            or self.t.weight == NULL or self.t.lane == NULL
+        ):
+            raise MemoryError(f"no memory for a {src_len} -> {dst_len} weight table")
+        _fill_table(&self.t)
+
+    def __dealloc__(self):
+        free(self.t.start)
+        free(self.t.lead)
+        free(self.t.count)
+        free(self.t.weight)
+        free(self.t.lane)
 
 
-cdef void _axis_weights(Axis *axis) noexcept nogil:
-    cdef Py_ssize_t i
-    if axis.dst_len < axis.src_len:
-        _axis_area(axis)
-    elif axis.dst_len > axis.src_len:
-        _axis_bilinear(axis)
+_CACHE_CAPACITY = CACHE_SIZE
+cdef object _tables = OrderedDict()
+cdef Py_ssize_t _hits = 0
+cdef Py_ssize_t _misses = 0
+
+
+cdef _Weights _weights(Py_ssize_t src_len, Py_ssize_t dst_len):
+    """The table for one axis, from the cache (least recently used entries leave first)."""
+    global _hits, _misses
+    key = (src_len, dst_len)
+    entry = _tables.get(key)
+    if entry is not None:
+        _hits += 1
+        _tables.move_to_end(key)
+        return <_Weights>entry
+    _misses += 1
+    entry = _Weights(src_len, dst_len)
+    _tables[key] = entry
+    if len(_tables) > CACHE_SIZE:
+        # a call still holding the evicted table keeps it alive until it returns
+        _tables.popitem(last=False)
+    return <_Weights>entry
+
+
+def _cache_stats():
+    """(hits, misses, entries) of the weight-table cache."""
+    return (_hits, _misses, len(_tables))
+
+
+def _cache_clear():
+    """Drop every cached weight table (tests use it to start from a known state)."""
+    global _hits, _misses
+    _tables.clear()
+    _hits = 0
+    _misses = 0
+
+
+cdef Py_ssize_t _count_taps(Table *t) noexcept:
+    """The most source samples any output sample of this axis reads."""
+    cdef Py_ssize_t i, first, last, most = 1
+    cdef int64_t s_len = t.src_len
+    cdef int64_t d_len = t.dst_len
+    if t.kind == AREA:
+        for i in range(t.dst_len):
+            first = <Py_ssize_t>((i * s_len) // d_len)
+            last = <Py_ssize_t>(((i + 1) * s_len - 1) // d_len)
+            if last - first + 1 > most:
+                most = last - first + 1
+    elif t.kind == BILINEAR and t.src_len > 1:
+        most = 2
+    return most
+
+
+cdef void _set_factor(Table *t, Py_ssize_t factor) noexcept:
+    """Constants of the equal-weight path: sum << pre_shift stays below 2**16, and
+    mulhi(sum << pre_shift, scale) * 2 is sum * 256 / factor (Q8) within two units."""
+    cdef int shift = 0
+    while 255 * factor * (2 << shift) <= 65535:
+        shift += 1
+    t.factor = factor
+    t.pre_shift = shift
+    # 2**(23 - shift) / factor lies in (32640, 65281]: it fits 16 bits, with 15 bits to spare
+    t.scale = <uint16_t>(((<int64_t>1 << (23 - shift)) + factor // 2) // factor)
+
+
+cdef void _place(Table *t, Py_ssize_t i, Py_ssize_t first, Py_ssize_t count) noexcept:
+    """Put output i's taps at `first`, moving the window left if it would end past the source."""
+    cdef Py_ssize_t start = first
+    if start > t.src_len - t.taps:
+        start = t.src_len - t.taps
+    t.start[i] = <int32_t>start
+    t.lead[i] = <int32_t>(first - start)
+    t.count[i] = <int32_t>count
+
+
+cdef void _fill_table(Table *t) noexcept:
+    """Q16 weights of every output sample; each output's weights add up to exactly 65536."""
+    cdef Py_ssize_t i, k, first, last, r
+    cdef int64_t s_len = t.src_len
+    cdef int64_t d_len = t.dst_len
+    cdef int64_t lo, hi, seg_lo, seg_hi, covered, before, after
+    cdef double pos, frac
+    cdef uint16_t *w
+    memset(t.weight, 0, t.dst_len * t.taps * sizeof(uint16_t))
+    for i in range(t.dst_len):
+        w = t.weight + i * t.taps
+        if t.kind == AREA:
+            # output i covers [i*S, (i+1)*S) and source k covers [k*D, (k+1)*D), in 1/D units;
+            # rounding the running total keeps every weight within one unit and the sum exact
+            lo = i * s_len
+            hi = lo + s_len
+            first = <Py_ssize_t>(lo // d_len)
+            last = <Py_ssize_t>((hi - 1) // d_len)
+            _place(t, i, first, last - first + 1)
+            covered = 0
+            before = 0
+            for k in range(first, last + 1):
+                seg_lo = lo if lo > k * d_len else k * d_len
+                seg_hi = hi if hi < (k + 1) * d_len else (k + 1) * d_len
+                covered += seg_hi - seg_lo
+                after = (covered * ONE_Q16 + s_len // 2) // s_len
+                w[t.lead[i] + k - first] = <uint16_t>(after - before)
+                before = after
+        elif t.kind == BILINEAR:
+            # two taps between the neighbours of the output pixel's centre
+            pos = (i + 0.5) * s_len / d_len - 0.5
+            if pos < 0.0:
+                pos = 0.0
+            elif pos > s_len - 1:
+                pos = s_len - 1
+            first = <Py_ssize_t>floor(pos)
+            frac = pos - first
+            r = <Py_ssize_t>(frac * ONE_Q16 + 0.5)
+            if first >= s_len - 1 or r == 0:
+                _place(t, i, first, 1)
+                w[t.lead[i]] = ONE_Q16 - 1  # 1.0 does not fit in 16 bits: 1 - 2**-16
+            elif r >= ONE_Q16:
+                _place(t, i, first + 1, 1)
+                w[t.lead[i]] = ONE_Q16 - 1
+            else:
+                _place(t, i, first, 2)
+                w[t.lead[i]] = <uint16_t>(ONE_Q16 - r)
+                w[t.lead[i] + 1] = <uint16_t>r
+        else:
+            _place(t, i, i, 1)
+            w[0] = ONE_Q16 - 1
+    for i in range(t.dst_len * t.taps):
+        for r in range(LANES):
+            t.lane[i * LANES + r] = t.weight[i]
+
+
+# ---------------------------------------------------------------------------------------------
+# scratch buffers, pooled so that threads never share one and a steady state allocates nothing
+
+
+cdef class _Scratch:
+    """Band buffers of the 16-bit resize (and the float row of the audio mix)."""
+
+    cdef uint16_t *rows  # LANES rows of `width` samples: the vertical pass
+    cdef uint16_t *mixed  # width * LANES: the band interleaved
+    cdef uint8_t *out  # out_width * LANES: the horizontal pass, interleaved
+    cdef float *total  # the audio mix
+    cdef Py_ssize_t width
+    cdef Py_ssize_t out_width
+    cdef Py_ssize_t samples
+
+    def __dealloc__(self):
+        free(self.rows)
+        free(self.mixed)
+        free(self.out)
+        free(self.total)
+
+    cdef int fit(self, Py_ssize_t width, Py_ssize_t out_width) except -1:
+        """Grow the band buffers to rows of `width` source and `out_width` output samples."""
+        cdef void *p
+        if width > self.width:
+            p = realloc(self.rows, LANES * width * sizeof(uint16_t))
+            if p == NULL:
+                raise MemoryError(f"no memory for a {width}-sample band")
+            self.rows = <uint16_t *>p
+            # a short last band interleaves rows it never computed: let them be zeros
+            memset(self.rows, 0, LANES * width * sizeof(uint16_t))
+            p = realloc(self.mixed, LANES * width * sizeof(uint16_t))
+            if p == NULL:
+                raise MemoryError(f"no memory for a {width}-sample band")
+            self.mixed = <uint16_t *>p
+            self.width = width
+        if out_width > self.out_width:
+            p = realloc(self.out, LANES * out_width)
+            if p == NULL:
+                raise MemoryError(f"no memory for a {out_width}-sample band")
+            self.out = <uint8_t *>p
+            self.out_width = out_width
+        return 0
+
+    cdef int fit_samples(self, Py_ssize_t samples) except -1:
+        cdef void *p
+        if samples > self.samples or self.total == NULL:
+            p = realloc(self.total, (samples + 1) * sizeof(float))
+            if p == NULL:
+                raise MemoryError(f"no memory for a {samples}-sample mix")
+            self.total = <float *>p
+            self.samples = samples
+        return 0
+
+
+cdef list _pool = []
+
+
+cdef _Scratch _take_scratch():
+    if _pool:
+        return <_Scratch>_pool.pop()
+    return _Scratch()
+
+
+cdef void _give_scratch(_Scratch scratch) noexcept:
+    if len(_pool) < POOL_SIZE:
+        _pool.append(scratch)
+
+
+# ---------------------------------------------------------------------------------------------
+# resampling in 16-bit fixed point
+
+
+cdef inline uint16_t _mulhi(uint16_t a, uint16_t b) noexcept nogil:
+    """High half of a 16 x 16-bit product: a * b / 65536, rounded down."""
+    return <uint16_t>((<uint32_t>a * <uint32_t>b) >> 16)
+
+
+cdef inline uint16_t _q8(uint8_t v) noexcept nogil:
+    return <uint16_t>(v << 8)
+
+
+cdef void _vertical(
+    const Table *v, Py_ssize_t i,
+    const uint8_t *src, Py_ssize_t stride, uint16_t *row, Py_ssize_t width,
+) noexcept nogil:
+    """Output row i of the vertical pass, in Q8, over `width` samples."""
+    cdef Py_ssize_t k, t
+    cdef Py_ssize_t n = v.count[i]
+    cdef const uint16_t *w = v.weight + i * v.taps + v.lead[i]
+    cdef const uint8_t *a = src + (v.start[i] + v.lead[i]) * stride
+    cdef const uint8_t *b
+    cdef const uint8_t *c
+    cdef const uint8_t *d
+    cdef uint16_t w0 = w[0]
+    cdef uint16_t w1, w2, w3, wt
+    # truncated products lose up to one unit each: start at half the taps to centre the error
+    cdef uint16_t bias = <uint16_t>(v.taps // 2)
+
+    if v.kind == COPY:
+        for k in range(width):
+            row[k] = _q8(a[k])
+        return
+    if v.factor:
+        _vertical_equal(v, a, stride, row, width)
+        return
+    if n == 1:
+        for k in range(width):
+            row[k] = bias + _mulhi(_q8(a[k]), w0)
+        return
+    b = a + stride
+    w1 = w[1]
+    if n == 2:
+        for k in range(width):
+            row[k] = bias + _mulhi(_q8(a[k]), w0) + _mulhi(_q8(b[k]), w1)
+        return
+    c = b + stride
+    w2 = w[2]
+    if n == 3:
+        for k in range(width):
+            row[k] = bias + _mulhi(_q8(a[k]), w0) + _mulhi(_q8(b[k]), w1) + _mulhi(_q8(c[k]), w2)
+        return
+    d = c + stride
+    w3 = w[3]
+    for k in range(width):
+        row[k] = (
+            bias + _mulhi(_q8(a[k]), w0) + _mulhi(_q8(b[k]), w1)
+            + _mulhi(_q8(c[k]), w2) + _mulhi(_q8(d[k]), w3)
+        )
+    for t in range(4, n):
+        a = d + (t - 3) * stride
+        wt = w[t]
+        for k in range(width):
+            row[k] = row[k] + _mulhi(_q8(a[k]), wt)
+
+
+cdef void _vertical_equal(
+    const Table *v, const uint8_t *a, Py_ssize_t stride, uint16_t *row, Py_ssize_t width
+) noexcept nogil:
+    """A row of an exact integer shrink: the plain sum of `factor` rows, scaled once."""
+    cdef Py_ssize_t k, t
+    cdef Py_ssize_t n = v.factor
+    # a multiply rather than a shift by a variable: it keeps GCC's vectors at 16 bits
+    cdef uint16_t lift = <uint16_t>(1 << v.pre_shift)
+    cdef uint16_t scale = v.scale
+    cdef const uint8_t *b = a + stride
+    cdef const uint8_t *c = b + stride
+    cdef const uint8_t *d = c + stride
+    # the truncated product is up to two units low: add one to centre the error
+    if n == 2:
+        for k in range(width):
+            row[k] = 1 + 2 * _mulhi(<uint16_t>((a[k] + b[k]) * lift), scale)
+    elif n == 3:
+        for k in range(width):
+            row[k] = 1 + 2 * _mulhi(<uint16_t>((a[k] + b[k] + c[k]) * lift), scale)
+    elif n == 4:
+        for k in range(width):
+            row[k] = 1 + 2 * _mulhi(<uint16_t>((a[k] + b[k] + c[k] + d[k]) * lift), scale)
     else:
-        for i in range(axis.dst_len):
-            axis.start[i] = i
-            axis.count[i] = 1
-            axis.weight[i] = 1.0
+        for k in range(width):
+            row[k] = a[k]
+        for t in range(1, n):
+            b = a + t * stride
+            for k in range(width):
+                row[k] = row[k] + b[k]
+        for k in range(width):
+            row[k] = 1 + 2 * _mulhi(<uint16_t>(row[k] * lift), scale)
 
 
-cdef inline uint8_t _to_u8(float v) noexcept nogil:
+cdef inline uint8_t _round_q8(uint16_t v) noexcept nogil:
+    """Q8 to a byte, halves up (callers keep v <= 65407, so it cannot overflow)."""
+    return <uint8_t>((v + 128) >> 8)
+
+
+cdef void _narrow(const uint16_t *row, uint8_t *dst, Py_ssize_t width) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(width):
+        dst[k] = _round_q8(row[k])
+
+
+cdef void _interleave(
+    const uint16_t *rows, Py_ssize_t width, uint16_t *mixed
+) noexcept nogil:
+    """mixed[k * LANES + r] = rows[r][k]: the band's LANES rows, column by column."""
+    cdef Py_ssize_t k
+    cdef const uint16_t *r0 = rows
+    cdef const uint16_t *r1 = r0 + width
+    cdef const uint16_t *r2 = r1 + width
+    cdef const uint16_t *r3 = r2 + width
+    cdef const uint16_t *r4 = r3 + width
+    cdef const uint16_t *r5 = r4 + width
+    cdef const uint16_t *r6 = r5 + width
+    cdef const uint16_t *r7 = r6 + width
+    for k in range(width):
+        mixed[k * LANES + 0] = r0[k]
+        mixed[k * LANES + 1] = r1[k]
+        mixed[k * LANES + 2] = r2[k]
+        mixed[k * LANES + 3] = r3[k]
+        mixed[k * LANES + 4] = r4[k]
+        mixed[k * LANES + 5] = r5[k]
+        mixed[k * LANES + 6] = r6[k]
+        mixed[k * LANES + 7] = r7[k]
+
+
+cdef void _horizontal(const Table *h, const uint16_t *mixed, uint8_t *out) noexcept nogil:
+    """The horizontal pass over an interleaved band: out[i * LANES + r] for every column i."""
+    cdef Py_ssize_t i, t, r
+    cdef Py_ssize_t taps = h.taps
+    cdef const uint16_t *p
+    cdef const uint16_t *w
+    cdef uint16_t acc[LANES]
+    cdef uint16_t bias = <uint16_t>(taps // 2)
+    for i in range(h.dst_len):
+        p = mixed + h.start[i] * LANES
+        w = h.lane + i * taps * LANES
+        for r in range(LANES):
+            acc[r] = bias + _mulhi(p[r], w[r])
+        for t in range(1, taps):
+            for r in range(LANES):
+                acc[r] = acc[r] + _mulhi(p[t * LANES + r], w[t * LANES + r])
+        for r in range(LANES):
+            out[i * LANES + r] = _round_q8(acc[r])
+
+
+cdef void _spread_band(
+    const_bytes_in out, Py_ssize_t width,
+    bytes_out d0, bytes_out d1, bytes_out d2, bytes_out d3,
+    bytes_out d4, bytes_out d5, bytes_out d6, bytes_out d7,
+) noexcept nogil:
+    """out[k * LANES + r] to row r of a whole band (pointers that must not overlap)."""
+    cdef Py_ssize_t k
+    for k in range(width):
+        d0[k] = out[k * LANES + 0]
+        d1[k] = out[k * LANES + 1]
+        d2[k] = out[k * LANES + 2]
+        d3[k] = out[k * LANES + 3]
+        d4[k] = out[k * LANES + 4]
+        d5[k] = out[k * LANES + 5]
+        d6[k] = out[k * LANES + 6]
+        d7[k] = out[k * LANES + 7]
+
+
+cdef void _spread(
+    const uint8_t *out, Py_ssize_t width, uint8_t *dst, Py_ssize_t stride, Py_ssize_t rows
+) noexcept nogil:
+    """Undo the interleaving: the first `rows` of the band's rows into the destination."""
+    cdef Py_ssize_t k, r
+    cdef uint8_t *d
+    if rows == LANES:
+        _spread_band(
+            out, width, dst, dst + stride, dst + 2 * stride, dst + 3 * stride,
+            dst + 4 * stride, dst + 5 * stride, dst + 6 * stride, dst + 7 * stride,
+        )
+        return
+    for r in range(rows):
+        d = dst + r * stride
+        for k in range(width):
+            d[k] = out[k * LANES + r]
+
+
+cdef void _resample_fixed(
+    const Table *h, const Table *v, _Scratch scratch,
+    const uint8_t *src, Py_ssize_t src_stride,
+    uint8_t *dst, Py_ssize_t dst_stride,
+) noexcept nogil:
+    """Resize a plane through the band pipeline; `dst` is the rectangle's top-left byte."""
+    cdef Py_ssize_t width = h.src_len
+    cdef Py_ssize_t out_w = h.dst_len
+    cdef Py_ssize_t out_h = v.dst_len
+    cdef Py_ssize_t index, top, r, rows
+    cdef uint16_t *band = scratch.rows
+    for index in range((out_h + LANES - 1) // LANES):
+        top = index * LANES
+        rows = out_h - top if out_h - top < LANES else LANES
+        for r in range(rows):
+            _vertical(v, top + r, src, src_stride, band + r * width, width)
+        if h.kind == COPY:
+            for r in range(rows):
+                _narrow(band + r * width, dst + (top + r) * dst_stride, out_w)
+            continue
+        # rows past the end of a short last band hold stale samples: computed, never stored
+        _interleave(band, width, scratch.mixed)
+        _horizontal(h, scratch.mixed, scratch.out)
+        _spread(scratch.out, out_w, dst + top * dst_stride, dst_stride, rows)
+
+
+cdef void _copy_plane(
+    const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
+    Py_ssize_t w, Py_ssize_t h,
+) noexcept nogil:
+    cdef Py_ssize_t row
+    for row in range(h):
+        memcpy(dst + row * dst_stride, src + row * src_stride, w)
+
+
+cdef void _halve(
+    const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
+    Py_ssize_t w, Py_ssize_t h,
+) noexcept nogil:
+    """Exact 2x shrink: each output sample is the mean of a 2x2 block, halves rounded up."""
+    cdef Py_ssize_t row, k
+    cdef const uint8_t *a
+    cdef const uint8_t *b
+    cdef uint8_t *d
+    for row in range(h):
+        a = src + 2 * row * src_stride
+        b = a + src_stride
+        d = dst + row * dst_stride
+        for k in range(w):
+            d[k] = <uint8_t>((a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1] + 2) >> 2)
+
+
+cdef void _quarter(
+    const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
+    Py_ssize_t w, Py_ssize_t h, uint16_t *sums,
+) noexcept nogil:
+    """Exact 4x shrink: sum four rows, then each group of four columns; mean of 16, rounded."""
+    cdef Py_ssize_t row, k
+    cdef const uint8_t *a
+    cdef const uint8_t *b
+    cdef const uint8_t *c
+    cdef const uint8_t *e
+    cdef uint8_t *d
+    for row in range(h):
+        a = src + 4 * row * src_stride
+        b = a + src_stride
+        c = b + src_stride
+        e = c + src_stride
+        for k in range(4 * w):
+            sums[k] = <uint16_t>(a[k] + b[k] + c[k] + e[k])
+        d = dst + row * dst_stride
+        for k in range(w):
+            d[k] = <uint8_t>(
+                (sums[4 * k] + sums[4 * k + 1] + sums[4 * k + 2] + sums[4 * k + 3] + 8) >> 4
+            )
+
+
+cdef void _resample(
+    const Table *h, const Table *v, _Scratch scratch,
+    const uint8_t *src, Py_ssize_t src_stride,
+    uint8_t *dst, Py_ssize_t dst_stride,
+) noexcept nogil:
+    """Resize the source plane into `dst` (the rectangle's top-left byte) by the fastest path."""
+    cdef Py_ssize_t sw = h.src_len
+    cdef Py_ssize_t sh = v.src_len
+    cdef Py_ssize_t w = h.dst_len
+    cdef Py_ssize_t hh = v.dst_len
+    if h.kind == COPY and v.kind == COPY:
+        _copy_plane(src, src_stride, dst, dst_stride, w, hh)
+    elif sw == 2 * w and sh == 2 * hh:
+        _halve(src, src_stride, dst, dst_stride, w, hh)
+    elif sw == 4 * w and sh == 4 * hh:
+        _quarter(src, src_stride, dst, dst_stride, w, hh, scratch.rows)
+    elif h.taps + v.taps <= MAX_FIXED_TAPS:
+        _resample_fixed(h, v, scratch, src, src_stride, dst, dst_stride)
+    else:
+        _resample_float(h, v, scratch, src, src_stride, dst, dst_stride)
+
+
+cdef double _weight(const Table *t, Py_ssize_t i, Py_ssize_t k) noexcept nogil:
+    """Exact weight of source sample k in output i (k among the output's taps)."""
+    cdef int64_t lo, hi, seg_lo, seg_hi
+    if t.kind == AREA:
+        lo = <int64_t>i * t.src_len
+        hi = lo + t.src_len
+        seg_lo = lo if lo > <int64_t>k * t.dst_len else <int64_t>k * t.dst_len
+        seg_hi = hi if hi < <int64_t>(k + 1) * t.dst_len else <int64_t>(k + 1) * t.dst_len
+        return <double>(seg_hi - seg_lo) / <double>t.src_len
+    if t.count[i] == 1:
+        return 1.0
+    return t.weight[i * t.taps + k - t.start[i]] / <double>ONE_Q16
+
+
+cdef void _resample_float(
+    const Table *h, const Table *v, _Scratch scratch,
+    const uint8_t *src, Py_ssize_t src_stride,
+    uint8_t *dst, Py_ssize_t dst_stride,
+) noexcept nogil:
+    """Resizes with many taps (huge shrinks), in doubles: slower, allocates, and rare."""
+    cdef Py_ssize_t width = h.src_len
+    cdef Py_ssize_t i, j, k, first, n
+    cdef double total, wt
+    cdef double *acc = <double *>malloc((width + h.dst_len * h.taps) * sizeof(double))
+    cdef double *hw = acc + width
+    cdef const uint8_t *row
+    if acc == NULL:
+        return  # no memory: leave the rectangle as it was rather than fail in a video tick
+    for j in range(h.dst_len):
+        first = h.start[j] + h.lead[j]
+        for k in range(h.count[j]):
+            hw[j * h.taps + k] = _weight(h, j, first + k)
+    for i in range(v.dst_len):
+        first = v.start[i] + v.lead[i]
+        n = v.count[i]
+        for k in range(width):
+            acc[k] = 0.0
+        for j in range(first, first + n):
+            wt = _weight(v, i, j)
+            row = src + j * src_stride
+            for k in range(width):
+                acc[k] += wt * row[k]
+        for j in range(h.dst_len):
+            first = h.start[j] + h.lead[j]
+            total = 0.0
+            for k in range(h.count[j]):
+                total += hw[j * h.taps + k] * acc[first + k]
+            dst[i * dst_stride + j] = _to_u8(total)
+    free(acc)
+
+
+cdef inline uint8_t _to_u8(double v) noexcept nogil:
     """Round half up and clamp to a byte."""
-    v = v + 0.5
+    v = floor(v + 0.5)
     if v <= 0.0:
         return 0
     if v >= 255.0:
         return 255
     return <uint8_t>v
-
-
-cdef void _resample(
-    Resampler *r,
-    const uint8_t *src, Py_ssize_t src_stride,
-    uint8_t *dst, Py_ssize_t dst_stride,
-) noexcept nogil:
-    """Resize the source plane into `dst`, which points at the rectangle's top-left byte."""
-    cdef Py_ssize_t src_h = r.vert.src_len
-    cdef Py_ssize_t out_w = r.horiz.dst_len
-    cdef Py_ssize_t out_h = r.vert.dst_len
-    cdef Py_ssize_t row, col, t, first, n
-    cdef const uint8_t *src_row
-    cdef float *tmp_row
-    cdef float *w
-    cdef float *acc = r.acc
-    cdef float total, wt
-    cdef uint8_t *dst_row
-
-    _axis_weights(&r.horiz)
-    _axis_weights(&r.vert)
-
-    # horizontal pass: every source row, resized to the output width
-    for row in range(src_h):
-        src_row = src + row * src_stride
-        tmp_row = r.rows + row * out_w
-        for col in range(out_w):
-            first = r.horiz.start[col]
-            n = r.horiz.count[col]
-            w = r.horiz.weight + col * r.horiz.taps
-            total = 0.0
-            for t in range(n):
-                total = total + w[t] * src_row[first + t]
-            tmp_row[col] = total
-
-    # vertical pass: each output row is a weighted sum of whole intermediate rows
-    for row in range(out_h):
-        first = r.vert.start[row]
-        n = r.vert.count[row]
-        w = r.vert.weight + row * r.vert.taps
-        wt = w[0]
-        tmp_row = r.rows + first * out_w
-        for col in range(out_w):
-            acc[col] = wt * tmp_row[col]
-        for t in range(1, n):
-            wt = w[t]
-            tmp_row = r.rows + (first + t) * out_w
-            for col in range(out_w):
-                acc[col] = acc[col] + wt * tmp_row[col]
-        dst_row = dst + row * dst_stride
-        for col in range(out_w):
-            dst_row[col] = _to_u8(acc[col])
 
 
 cdef inline void _fill(
@@ -291,6 +743,23 @@ cdef int _check_i420(
 # video: public functions
 
 
+cdef int _resize(
+    const uint8_t[:, ::view.contiguous] src,
+    uint8_t[:, ::view.contiguous] dst,
+    Py_ssize_t x, Py_ssize_t y, Py_ssize_t w, Py_ssize_t h,
+    _Scratch scratch,
+) except -1:
+    """Resize the whole of `src` into dst[y:y+h, x:x+w] (arguments already checked)."""
+    cdef _Weights horiz = _weights(src.shape[1], w)
+    cdef _Weights vert = _weights(src.shape[0], h)
+    scratch.fit(src.shape[1], w)
+    with nogil:
+        _resample(
+            &horiz.t, &vert.t, scratch, &src[0, 0], src.strides[0], &dst[y, x], dst.strides[0]
+        )
+    return 0
+
+
 def scale_plane(
     const uint8_t[:, ::view.contiguous] src,
     uint8_t[:, ::view.contiguous] dst,
@@ -303,15 +772,11 @@ def scale_plane(
 
     Each axis shrinks by area averaging, grows bilinearly (pixel centres aligned), or is copied.
     """
-    cdef Resampler r
     _check_source(src.shape[0], src.shape[1], "src")
     _check_rect(dst.shape[0], dst.shape[1], x, y, w, h, "dst")
-    _resampler_alloc(&r, src.shape[0], src.shape[1], h, w)
-    try:
-        with nogil:
-            _resample(&r, &src[0, 0], src.strides[0], &dst[y, x], dst.strides[0])
-    finally:
-        _resampler_free(&r)
+    scratch = _take_scratch()
+    _resize(src, dst, x, y, w, h, scratch)
+    _give_scratch(scratch)
 
 
 def fill_plane(
@@ -425,8 +890,8 @@ def scale_into_tile(
 
     Nothing outside the tile's luma rectangle and its chroma rectangle is written.
     """
-    cdef Resampler luma
-    cdef Resampler chroma
+    cdef _Weights luma_h, luma_v, chroma_h, chroma_v
+    cdef _Scratch scratch
     cdef Py_ssize_t ix, iy, iw, ih
     cdef Py_ssize_t tcx, tcy, tcw, tch, icx, icy, icw, ich
     cdef uint8_t fill_y, fill_u, fill_v
@@ -450,24 +915,98 @@ def scale_into_tile(
     tcx, tcy, tcw, tch = _chroma_rect(x, y, w, h)
     icx, icy, icw, ich = _chroma_rect(ix, iy, iw, ih)
 
-    memset(&chroma, 0, sizeof(Resampler))
-    _resampler_alloc(&luma, sy.shape[0], sy.shape[1], ih, iw)
-    try:
-        _resampler_alloc(&chroma, su.shape[0], su.shape[1], ich, icw)
-        with nogil:
-            _fill_around(&dy[0, 0], dy.strides[0], x, y, w, h, ix, iy, iw, ih, fill_y)
-            _resample(&luma, &sy[0, 0], sy.strides[0], &dy[iy, ix], dy.strides[0])
-
-            _fill_around(&du[0, 0], du.strides[0], tcx, tcy, tcw, tch, icx, icy, icw, ich, fill_u)
-            _fill_around(&dv[0, 0], dv.strides[0], tcx, tcy, tcw, tch, icx, icy, icw, ich, fill_v)
-
-            # U and V share a size, so they share the weight tables (rebuilt per call, cheap)
-            _resample(&chroma, &su[0, 0], su.strides[0], &du[icy, icx], du.strides[0])
-            _resample(&chroma, &sv[0, 0], sv.strides[0], &dv[icy, icx], dv.strides[0])
-    finally:
-        _resampler_free(&luma)
-        _resampler_free(&chroma)
+    # U and V share a size, so they share the chroma tables
+    luma_h = _weights(sy.shape[1], iw)
+    luma_v = _weights(sy.shape[0], ih)
+    chroma_h = _weights(su.shape[1], icw)
+    chroma_v = _weights(su.shape[0], ich)
+    scratch = _take_scratch()
+    scratch.fit(sy.shape[1], iw)
+    with nogil:
+        _fill_around(&dy[0, 0], dy.strides[0], x, y, w, h, ix, iy, iw, ih, fill_y)
+        _resample(
+            &luma_h.t, &luma_v.t, scratch, &sy[0, 0], sy.strides[0], &dy[iy, ix], dy.strides[0]
+        )
+        _fill_around(&du[0, 0], du.strides[0], tcx, tcy, tcw, tch, icx, icy, icw, ich, fill_u)
+        _fill_around(&dv[0, 0], dv.strides[0], tcx, tcy, tcw, tch, icx, icy, icw, ich, fill_v)
+        _resample(
+            &chroma_h.t, &chroma_v.t, scratch,
+            &su[0, 0], su.strides[0], &du[icy, icx], du.strides[0],
+        )
+        _resample(
+            &chroma_h.t, &chroma_v.t, scratch,
+            &sv[0, 0], sv.strides[0], &dv[icy, icx], dv.strides[0],
+        )
+    _give_scratch(scratch)
     return (ix, iy, iw, ih)
+
+
+def draw_border(
+    uint8_t[:, ::view.contiguous] dy,
+    uint8_t[:, ::view.contiguous] du,
+    uint8_t[:, ::view.contiguous] dv,
+    Py_ssize_t x,
+    Py_ssize_t y,
+    Py_ssize_t w,
+    Py_ssize_t h,
+    Py_ssize_t thickness,
+    int y_val,
+    int u_val,
+    int v_val,
+):
+    """Paint a frame `thickness` luma pixels wide just inside rectangle (x, y, w, h).
+
+    A chroma sample is painted when any luma sample it covers inside the rectangle is on the
+    frame; nothing outside the rectangle and its chroma rectangle is written.
+    """
+    cdef Py_ssize_t ix, iy, iw, ih, cx0, cy0, cx1, cy1
+    cdef Py_ssize_t tcx, tcy, tcw, tch
+    _check_i420(
+        dy.shape[0], dy.shape[1], du.shape[0], du.shape[1], dv.shape[0], dv.shape[1], "canvas"
+    )
+    _check_rect(dy.shape[0], dy.shape[1], x, y, w, h, "border")
+    if thickness < 1:
+        raise ValueError(f"border thickness must be at least 1, got {thickness}")
+    _check_byte(y_val, "y_val")
+    _check_byte(u_val, "u_val")
+    _check_byte(v_val, "v_val")
+
+    # the untouched inside, in luma; a frame thicker than half the rectangle covers all of it
+    ix = x + thickness
+    iy = y + thickness
+    iw = w - 2 * thickness if w > 2 * thickness else 0
+    ih = h - 2 * thickness if h > 2 * thickness else 0
+    # chroma samples whose luma samples inside the rectangle all lie in that inside
+    tcx, tcy, tcw, tch = _chroma_rect(x, y, w, h)
+    cx0 = (ix + 1) // 2
+    cy0 = (iy + 1) // 2
+    cx1 = (ix + iw) // 2
+    cy1 = (iy + ih) // 2
+    if iw == 0 or ih == 0 or cx1 <= cx0 or cy1 <= cy0:
+        cx0, cy0, cx1, cy1 = tcx, tcy, tcx, tcy
+    with nogil:
+        _frame(&dy[0, 0], dy.strides[0], x, y, w, h, ix, iy, iw, ih, <uint8_t>y_val)
+        _frame(
+            &du[0, 0], du.strides[0], tcx, tcy, tcw, tch, cx0, cy0, cx1 - cx0, cy1 - cy0,
+            <uint8_t>u_val,
+        )
+        _frame(
+            &dv[0, 0], dv.strides[0], tcx, tcy, tcw, tch, cx0, cy0, cx1 - cx0, cy1 - cy0,
+            <uint8_t>v_val,
+        )
+
+
+cdef void _frame(
+    uint8_t *plane, Py_ssize_t stride,
+    Py_ssize_t tx, Py_ssize_t ty, Py_ssize_t tw, Py_ssize_t th,
+    Py_ssize_t ix, Py_ssize_t iy, Py_ssize_t iw, Py_ssize_t ih,
+    uint8_t value,
+) noexcept nogil:
+    """Fill rectangle (tx, ty, tw, th) but for its inside (ix, iy, iw, ih), which may be empty."""
+    if iw <= 0 or ih <= 0:
+        _fill(plane + ty * stride + tx, stride, tw, th, value)
+    else:
+        _fill_around(plane, stride, tx, ty, tw, th, ix, iy, iw, ih, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,3 +1102,105 @@ def levels_dbov(const int16_t[:, ::1] inputs, double[::1] out):
                 if level < FLOOR_DBOV:
                     level = FLOOR_DBOV
             out[i] = level
+
+
+cdef inline int16_t _limit(float y) noexcept nogil:
+    """The soft limiter: y below the knee unchanged, above it bent toward the ceiling, rounded.
+
+    Above the knee K the excess e becomes e * D / (D + e), with D = ceiling - K: slope 1 at the
+    knee, ever flatter after it, and never reaching the ceiling, so loud sums are not flat-topped.
+    """
+    cdef float zero = 0.0
+    cdef float half = 0.5
+    cdef float size = y if y >= zero else -y
+    cdef float over = size - KNEE
+    cdef float room = CEILING - KNEE
+    cdef int32_t level
+    # float constants throughout: a double literal would widen the whole loop to doubles
+    over = over if over > zero else zero
+    size = size if size < KNEE else KNEE
+    level = <int32_t>(size + over * room / (room + over) + half)
+    return <int16_t>(level if y >= zero else -level)
+
+
+cdef int _check_gains(const float[::1] gains) except -1:
+    cdef Py_ssize_t i
+    for i in range(gains.shape[0]):
+        if not (isfinite(gains[i]) and 0.0 <= gains[i] <= MAX_GAIN):
+            raise ValueError(f"gains[{i}] must be in 0..{MAX_GAIN:g}, got {gains[i]}")
+    return 0
+
+
+def mix_minus_limited(
+    const int16_t[:, ::1] inputs,
+    const float[::1] gains,
+    int16_t[:, ::1] out,
+    double[::1] levels,
+):
+    """N-1 mixes with per-site gains and a soft limiter, and each site's level, in O(N).
+
+    ``out[i]`` = limit(sum over j != i of gains[j] * inputs[j]); ``levels[i]`` = RMS of
+    gains[i] * inputs[i] in dB relative to full scale (32768), floored at -127.
+    """
+    cdef Py_ssize_t n_sites = inputs.shape[0]
+    cdef Py_ssize_t n_samples = inputs.shape[1]
+    cdef Py_ssize_t i, s, r, chunk, whole
+    cdef float g, energy
+    cdef float part[LANES]
+    cdef float *total
+    cdef const int16_t *x
+    cdef int16_t *o
+    cdef double rms, level
+    cdef _Scratch scratch
+    if out.shape[0] != n_sites or out.shape[1] != n_samples:
+        raise ValueError(
+            f"out shape ({out.shape[0]}, {out.shape[1]}) does not match inputs shape "
+            f"({n_sites}, {n_samples})"
+        )
+    if gains.shape[0] != n_sites:
+        raise ValueError(f"gains has {gains.shape[0]} entries, inputs have {n_sites} rows")
+    if levels.shape[0] != n_sites:
+        raise ValueError(f"levels has {levels.shape[0]} entries, inputs have {n_sites} rows")
+    _check_gains(gains)
+    if n_sites == 0:
+        return
+    scratch = _take_scratch()
+    scratch.fit_samples(n_samples)
+    total = scratch.total
+    whole = n_samples - n_samples % LANES
+    with nogil:
+        # first sweep: everyone's gained sum, and each site's energy on the way
+        for s in range(n_samples):
+            total[s] = 0.0
+        for i in range(n_sites):
+            g = gains[i]
+            x = &inputs[i, 0]
+            for r in range(LANES):
+                part[r] = 0.0
+            for chunk in range(whole // LANES):
+                s = chunk * LANES
+                for r in range(LANES):
+                    total[s + r] = total[s + r] + g * x[s + r]
+                    part[r] = part[r] + <float>x[s + r] * <float>x[s + r]
+            energy = 0.0
+            for s in range(whole, n_samples):
+                total[s] = total[s] + g * x[s]
+                energy = energy + <float>x[s] * <float>x[s]
+            for r in range(LANES):
+                energy = energy + part[r]
+            level = FLOOR_DBOV
+            if energy > 0.0 and g > 0.0 and n_samples > 0:
+                rms = g * sqrt(<double>energy / <double>n_samples)
+                level = 20.0 * log10(rms / FULL_SCALE)
+                if level < FLOOR_DBOV:
+                    level = FLOOR_DBOV
+            levels[i] = level
+
+        # second sweep: take each site's own part back out, and limit
+        for i in range(n_sites):
+            g = gains[i]
+            x = &inputs[i, 0]
+            o = &out[i, 0]
+            for s in range(n_samples):
+                o[s] = _limit(total[s] - g * x[s])
+    _give_scratch(scratch)

@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 FLOOR_DBOV = -127.0
 FULL_SCALE = 32768.0
 
+# the soft limiter: identity up to the knee, then bent smoothly toward a ceiling it never reaches
+KNEE = 0.7 * FULL_SCALE
+CEILING = 0.9 * FULL_SCALE
+
 Rect = tuple[int, int, int, int]
 
 
@@ -105,6 +109,75 @@ def scale_into_tile(
         scale_plane(plane_src, plane_dst, *inner)
 
 
+def border_masks(
+    canvas_wh: tuple[int, int], rect: Rect, thickness: int
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Luma and chroma masks of a frame `thickness` wide just inside `rect` of an I420 canvas.
+
+    A chroma sample is on the frame when any of the luma samples it covers is.
+    """
+    width, height = canvas_wh
+    x, y, w, h = rect
+    luma = np.zeros((height, width), bool)
+    luma[y : y + h, x : x + w] = True
+    inner_w, inner_h = w - 2 * thickness, h - 2 * thickness
+    if inner_w > 0 and inner_h > 0:
+        luma[y + thickness : y + thickness + inner_h, x + thickness : x + thickness + inner_w] = 0
+    padded = np.zeros((height + height % 2, width + width % 2), bool)
+    padded[:height, :width] = luma
+    blocks = padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2)
+    chroma: NDArray[np.bool_] = np.asarray(blocks.any(axis=(1, 3)))
+    return luma, chroma
+
+
+def draw_border(
+    canvas: tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]],
+    rect: Rect,
+    thickness: int,
+    colour: tuple[int, int, int],
+) -> None:
+    """Reference of `mcu._mix.draw_border`."""
+    luma, chroma = border_masks((canvas[0].shape[1], canvas[0].shape[0]), rect, thickness)
+    canvas[0][luma] = colour[0]
+    canvas[1][chroma] = colour[1]
+    canvas[2][chroma] = colour[2]
+
+
+def limit(mixed: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The soft limiter, unrounded: above the knee the excess e becomes e * D / (D + e)."""
+    room = CEILING - KNEE
+    size = np.abs(mixed)
+    over = np.maximum(size - KNEE, 0.0)
+    bent = np.minimum(size, KNEE) + over * room / (room + over)
+    out: NDArray[np.float64] = np.sign(mixed) * bent
+    return out
+
+
+def mix_minus_limited(
+    inputs: NDArray[np.int16],
+    gains: NDArray[np.float32],
+    out: NDArray[np.int16],
+    levels: NDArray[np.float64],
+) -> None:
+    """Reference of `mcu._mix.mix_minus_limited`."""
+    gained = inputs.astype(np.float64) * gains.astype(np.float64)[:, None]
+    others = gained.sum(axis=0, keepdims=True) - gained
+    limited = limit(others)
+    out[...] = np.sign(limited) * np.floor(np.abs(limited) + 0.5)
+    levels_dbov_float(gained, levels)
+
+
+def levels_dbov_float(samples: NDArray[np.float64], out: NDArray[np.float64]) -> None:
+    """RMS level of each row in dBov, floored at -127 (rows of any real values)."""
+    if samples.shape[1] == 0:
+        out[...] = FLOOR_DBOV
+        return
+    rms = np.sqrt(np.mean(samples * samples, axis=1))
+    with np.errstate(divide="ignore"):
+        level = 20.0 * np.log10(rms / FULL_SCALE)
+    out[...] = np.maximum(level, FLOOR_DBOV)
+
+
 def mix_minus(inputs: NDArray[np.int16], out: NDArray[np.int16]) -> None:
     """Reference of `mcu._mix.mix_minus`: each row gets everyone else's sum."""
     wide = inputs.astype(np.int64)
@@ -119,11 +192,4 @@ def mix_all(inputs: NDArray[np.int16], out_row: NDArray[np.int16]) -> None:
 
 def levels_dbov(inputs: NDArray[np.int16], out: NDArray[np.float64]) -> None:
     """Reference of `mcu._mix.levels_dbov`."""
-    samples = inputs.astype(np.float64)
-    if samples.shape[1] == 0:
-        out[...] = FLOOR_DBOV
-        return
-    rms = np.sqrt(np.mean(samples * samples, axis=1))
-    with np.errstate(divide="ignore"):
-        level = 20.0 * np.log10(rms / FULL_SCALE)
-    out[...] = np.maximum(level, FLOOR_DBOV)
+    levels_dbov_float(inputs.astype(np.float64), out)

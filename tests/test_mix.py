@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import tracemalloc
 import time
 from collections.abc import Callable
 
@@ -629,12 +630,18 @@ def ticks_inside_calls(work: Callable[[int], object], workers: int, calls: int) 
     return counts
 
 
+JOB_SIDE = 6000
+
+
 @pytest.fixture(scope="module")
 def big_job() -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
-    """A source and the single-threaded result of enlarging it (~0.1 s of kernel work)."""
-    src = smooth(1000, 1200, seed=3)
-    want = np.zeros((4000, 4400), np.uint8)
-    _mix.scale_plane(src, want, 0, 0, 4400, 4000)
+    """A source and the single-threaded result of enlarging it (~20 ms of kernel work).
+
+    The call must last long enough for the ticker to get a core between two busy workers.
+    """
+    src = smooth(1500, 1500, seed=3)
+    want = np.zeros((JOB_SIDE, JOB_SIDE), np.uint8)
+    _mix.scale_plane(src, want, 0, 0, JOB_SIDE, JOB_SIDE)
     return src, want
 
 
@@ -645,14 +652,16 @@ def test_scale_plane_lets_python_threads_run(
     outs = [np.zeros_like(want), np.zeros_like(want)]
 
     def work(worker: int) -> None:
-        _mix.scale_plane(src, outs[worker], 0, 0, 4400, 4000)
+        _mix.scale_plane(src, outs[worker], 0, 0, JOB_SIDE, JOB_SIDE)
 
-    counts = ticks_inside_calls(work, workers=1, calls=2)
-    assert all(count > 0 for count in counts), counts
+    # a call holding the GIL gets no tick at all (see the probe test below); a busy machine can
+    # still keep the ticker off the CPU through one short call, so most calls must see ticks
+    counts = ticks_inside_calls(work, workers=1, calls=4)
+    assert sum(count > 0 for count in counts) >= 3, counts
 
-    # two threads at once: every call still lets the ticker run, and both results are right
-    counts = ticks_inside_calls(work, workers=2, calls=2)
-    assert all(count > 0 for count in counts), counts
+    # two threads at once: the ticker still runs, and both results are right
+    counts = ticks_inside_calls(work, workers=2, calls=4)
+    assert sum(count > 0 for count in counts) >= 6, counts
     for out in outs:
         np.testing.assert_array_equal(out, want)
 
@@ -661,3 +670,427 @@ def test_the_probe_sees_a_held_gil() -> None:
     # builtin sum over a range runs in C without ever giving up the GIL
     counts = ticks_inside_calls(lambda _: sum(range(4_000_000)), workers=1, calls=2)
     assert counts == [0, 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast resize: weight cache, 2x and 4x paths, float fallback
+
+
+def test_cached_and_uncached_calls_agree_with_reference() -> None:
+    _mix._cache_clear()
+    src = smooth(479, 641, seed=4)
+    want = np.zeros((250, 330), np.uint8)
+    _mix_ref.scale_plane(src, want, 3, 5, 319, 239)
+    results = []
+    for _ in range(3):
+        got = np.zeros_like(want)
+        _mix.scale_plane(src, got, 3, 5, 319, 239)
+        results.append(got)
+    hits, misses, entries = _mix._cache_stats()
+    # one table per axis on the first call; every later call finds both
+    assert (hits, misses, entries) == (4, 2, 2)
+    for got in results:
+        assert max_diff(got, want) <= 1
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_results_survive_cache_eviction() -> None:
+    _mix._cache_clear()
+    src = smooth(120, 200, seed=6)
+    first = np.zeros((90, 150), np.uint8)
+    _mix.scale_plane(src, first, 0, 0, 150, 90)
+
+    # enough other sizes to push both of the first call's tables out
+    for n in range(_mix._CACHE_CAPACITY):
+        _mix.scale_plane(src, np.zeros((40, 60), np.uint8), 0, 0, 10 + n % 50, 7 + n % 30)
+    assert _mix._cache_stats()[2] == _mix._CACHE_CAPACITY
+
+    _, misses_before, _ = _mix._cache_stats()
+    again = np.zeros_like(first)
+    _mix.scale_plane(src, again, 0, 0, 150, 90)
+    assert _mix._cache_stats()[1] == misses_before + 2  # rebuilt, not found
+    want = np.zeros_like(first)
+    _mix_ref.scale_plane(src, want, 0, 0, 150, 90)
+    np.testing.assert_array_equal(again, first)
+    assert max_diff(again, want) <= 1
+
+
+def block_means(src: NDArray[np.uint8], n: int) -> NDArray[np.uint8]:
+    h, w = src.shape[0] // n, src.shape[1] // n
+    blocks = src.astype(np.int64).reshape(h, n, w, n).sum(axis=(1, 3))
+    means: NDArray[np.uint8] = ((2 * blocks + n * n) // (2 * n * n)).astype(np.uint8)
+    return means  # halves rounded up
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize(("x", "y", "pad"), [(0, 0, 0), (3, 1, 5), (1, 7, 13)])
+def test_exact_shrinks_are_block_means(factor: int, x: int, y: int, pad: int) -> None:
+    w, h = 37, 23
+    src = noise(h * factor, w * factor + pad, seed=factor)[:, : w * factor]
+    big = np.full((y + h + 2, x + w + 4 + pad), SENTINEL, np.uint8)
+    dst = big[:, : x + w + 4]
+    _mix.scale_plane(src, dst, x, y, w, h)
+    np.testing.assert_array_equal(dst[y : y + h, x : x + w], block_means(src, factor))
+    assert (outside(big, x, y, w, h) == SENTINEL).all()
+
+
+@pytest.mark.parametrize(
+    ("canvas_wh", "tile"), [((1280, 720), (0, 0, 640, 360)), ((1280, 720), (960, 540, 320, 180))]
+)
+def test_exact_shrinks_into_tiles(
+    canvas_wh: tuple[int, int], tile: tuple[int, int, int, int]
+) -> None:
+    canvas, image = check_tile(i420(1280, 720, seed=8), canvas_wh, tile)
+    factor = 1280 // tile[2]
+    assert image == tile
+    x, y, w, h = tile
+    src = i420(1280, 720, seed=8)
+    np.testing.assert_array_equal(canvas[0][y : y + h, x : x + w], block_means(src[0], factor))
+    np.testing.assert_array_equal(
+        canvas[1][y // 2 : (y + h) // 2, x // 2 : (x + w) // 2], block_means(src[1], factor)
+    )
+
+
+@pytest.mark.parametrize(
+    ("src_hw", "dst_hw"),
+    [
+        ((720, 1280), (240, 426)),  # rows shrink by exactly 3, columns by 3.005
+        ((1080, 1920), (360, 640)),  # exactly 3 both ways
+        ((300, 500), (60, 77)),  # rows by 5
+        ((1000, 1000), (10, 10)),  # 100 rows summed before scaling
+        ((514, 9), (2, 9)),  # 257 rows: the largest sum that fits 16 bits
+        ((77, 9), (7, 9)),  # 11 rows, columns copied
+    ],
+)
+def test_whole_factor_row_shrinks_match_reference(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int]
+) -> None:
+    for src in (noise(*src_hw, seed=src_hw[0]), np.full(src_hw, 255, np.uint8)):
+        h, w = dst_hw
+        got = np.zeros((h, w), np.uint8)
+        want = np.zeros_like(got)
+        _mix.scale_plane(src, got, 0, 0, w, h)
+        _mix_ref.scale_plane(src, want, 0, 0, w, h)
+        assert max_diff(got, want) <= 1
+
+
+@pytest.mark.parametrize(
+    ("src_hw", "dst_hw"),
+    [
+        ((3, 1000), (2, 2)),  # 500+ taps per column: the float fallback
+        ((900, 7), (1, 9)),  # shrink by 900 on one axis, enlarge the other
+        ((1080, 1920), (1, 1)),
+    ],
+)
+def test_huge_shrinks_match_reference(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> None:
+    src = noise(*src_hw, seed=sum(src_hw))
+    h, w = dst_hw
+    got = np.full((h + 2, w + 2), SENTINEL, np.uint8)
+    want = got.copy()
+    _mix.scale_plane(src, got, 1, 1, w, h)
+    _mix_ref.scale_plane(src, want, 1, 1, w, h)
+    assert max_diff(got, want) <= 1
+    assert (outside(got, 1, 1, w, h) == SENTINEL).all()
+
+
+@FEW
+@given(
+    src_h=st.integers(1, 400),
+    src_w=st.integers(1, 400),
+    h=st.integers(1, 120),
+    w=st.integers(1, 120),
+    x=st.integers(0, 3),
+    y=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_scale_plane_property_many_taps(
+    src_h: int, src_w: int, h: int, w: int, x: int, y: int, seed: int
+) -> None:
+    # sources up to 400 wide shrink into small tiles: many taps per sample, any band remainder
+    src = noise(src_h, src_w, seed)
+    dst = np.full((y + h + 1, x + w + 1), SENTINEL, np.uint8)
+    want = dst.copy()
+    _mix.scale_plane(src, dst, x, y, w, h)
+    _mix_ref.scale_plane(src, want, x, y, w, h)
+    assert max_diff(dst, want) <= 1
+    assert (outside(dst, x, y, w, h) == SENTINEL).all()
+
+
+def test_flat_planes_stay_flat_through_every_path() -> None:
+    for value in (0, 1, 128, 254, 255):
+        src = np.full((720, 1280), value, np.uint8)
+        for w, h in ((640, 360), (320, 180), (426, 240), (1920, 1080), (7, 5), (1280, 720)):
+            dst = np.zeros((h, w), np.uint8)
+            _mix.scale_plane(src, dst, 0, 0, w, h)
+            assert (dst == value).all(), (value, w, h)
+
+
+def test_steady_state_allocates_nothing() -> None:
+    src = i420(1280, 720, seed=2)
+    canvas = blank_canvas(1280, 720)
+    tiles = [(0, 0, 426, 240), (426, 240, 428, 240), (640, 360, 640, 360)]
+    for tile in tiles:  # warm the caches and the scratch pool
+        _mix.scale_into_tile(*src, *canvas, *tile)
+    hits, misses, entries = _mix._cache_stats()
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(100):
+            for tile in tiles:
+                _mix.scale_into_tile(*src, *canvas, *tile)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < 4096, grown
+
+    hits_after, misses_after, entries_after = _mix._cache_stats()
+    assert misses_after == misses and entries_after == entries
+    assert hits_after == hits + 100 * len(tiles) * 4
+
+
+def test_threads_resizing_different_sizes_at_once() -> None:
+    # each call takes its own scratch from the pool: results match the single-threaded ones
+    jobs = [(smooth(720, 1280, seed=s), (w, h)) for s, (w, h) in
+            enumerate([(426, 240), (320, 180), (854, 480), (1000, 700)])]  # fmt: skip
+    want = []
+    for src, (w, h) in jobs:
+        out = np.zeros((h, w), np.uint8)
+        _mix.scale_plane(src, out, 0, 0, w, h)
+        want.append(out)
+    got = [np.zeros_like(out) for out in want]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            src, (w, h) = jobs[index]
+            for _ in range(20):
+                _mix.scale_plane(src, got[index], 0, 0, w, h)
+                np.testing.assert_array_equal(got[index], want[index])
+        except BaseException as error:  # handed to the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# draw_border
+
+
+def check_border(
+    canvas_wh: tuple[int, int], rect: tuple[int, int, int, int], thickness: int
+) -> Planes:
+    colour = (210, 16, 146)
+    got = blank_canvas(*canvas_wh)
+    _mix.draw_border(*got, *rect, thickness, *colour)
+    want = blank_canvas(*canvas_wh)
+    _mix_ref.draw_border(want, rect, thickness, colour)
+    for got_plane, want_plane in zip(got, want):
+        np.testing.assert_array_equal(got_plane, want_plane)
+    # guard bytes: nothing outside the rectangle or its chroma rectangle
+    assert (outside(got[0], *rect) == SENTINEL).all()
+    chroma = _mix_ref.chroma_rect(*rect)
+    assert (outside(got[1], *chroma) == SENTINEL).all()
+    assert (outside(got[2], *chroma) == SENTINEL).all()
+    return got
+
+
+def test_border_by_hand() -> None:
+    got = check_border((16, 12), (2, 2, 10, 8), 2)
+    y = got[0]
+    assert (y[2:4, 2:12] == 210).all() and (y[8:10, 2:12] == 210).all()
+    assert (y[4:8, 2:4] == 210).all() and (y[4:8, 10:12] == 210).all()
+    assert (y[4:8, 4:10] == SENTINEL).all()
+    # even geometry: chroma frame one sample wide around an untouched 3x2 inside
+    u = got[1]
+    assert (u[2:4, 2:5] == SENTINEL).all()
+    assert (u[1, 1:6] == 16).all() and (u[4, 1:6] == 16).all()
+    assert (u[1:5, 1] == 16).all() and (u[1:5, 5] == 16).all()
+
+
+@SOME
+@given(
+    canvas_w=st.integers(1, 40),
+    canvas_h=st.integers(1, 40),
+    thickness=st.integers(1, 12),
+    data=st.data(),
+)
+def test_border_property(canvas_w: int, canvas_h: int, thickness: int, data: st.DataObject) -> None:
+    x = data.draw(st.integers(0, canvas_w - 1), label="x")
+    y = data.draw(st.integers(0, canvas_h - 1), label="y")
+    w = data.draw(st.integers(1, canvas_w - x), label="w")
+    h = data.draw(st.integers(1, canvas_h - y), label="h")
+    check_border((canvas_w, canvas_h), (x, y, w, h), thickness)
+
+
+def test_border_rejects_bad_arguments() -> None:
+    canvas = blank_canvas(32, 32)
+    with pytest.raises(ValueError, match="thickness"):
+        _mix.draw_border(*canvas, 0, 0, 8, 8, 0, 1, 2, 3)
+    with pytest.raises(ValueError, match="x=30"):
+        _mix.draw_border(*canvas, 30, 0, 8, 8, 1, 1, 2, 3)
+    with pytest.raises(ValueError, match="v_val"):
+        _mix.draw_border(*canvas, 0, 0, 8, 8, 1, 1, 2, 256)
+    assert all((plane == SENTINEL).all() for plane in canvas)
+
+
+# ---------------------------------------------------------------------------------------------
+# mix_minus_limited
+
+
+def limited(
+    inputs: NDArray[np.int16], gains: NDArray[np.float32] | None = None
+) -> tuple[NDArray[np.int16], NDArray[np.float64]]:
+    if gains is None:
+        gains = np.ones(inputs.shape[0], np.float32)
+    out = np.empty_like(inputs)
+    levels = np.empty(inputs.shape[0])
+    _mix.mix_minus_limited(inputs, gains, out, levels)
+    return out, levels
+
+
+def tone(frequency: float, samples: int = 960, amplitude: float = 32767.0) -> NDArray[np.float64]:
+    return amplitude * np.sin(2 * np.pi * frequency * np.arange(samples) / 48000)
+
+
+def test_limiter_constants_follow_the_definition() -> None:
+    assert abs(_mix.LIMITER_KNEE - _mix_ref.KNEE) < 1e-3
+    assert abs(_mix.LIMITER_CEILING - _mix_ref.CEILING) < 1e-3
+    assert abs(_mix_ref.KNEE - 0.7 * 32768) < 1e-9 and abs(_mix_ref.CEILING - 0.9 * 32768) < 1e-9
+
+
+@SOME
+@given(
+    rows=st.integers(1, 12).flatmap(
+        lambda n: st.lists(st.lists(pcm, min_size=24, max_size=24), min_size=n, max_size=n)
+    ),
+    data=st.data(),
+)
+def test_limited_mix_matches_reference(rows: list[list[int]], data: st.DataObject) -> None:
+    inputs = np.array(rows, np.int16)
+    choices = st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.5, 3.0])
+    picked = data.draw(st.lists(choices, min_size=len(rows), max_size=len(rows)), label="gains")
+    gains = np.array(picked, np.float32)
+    got, got_levels = limited(inputs, gains)
+    want = np.empty_like(inputs)
+    want_levels = np.empty(len(rows))
+    _mix_ref.mix_minus_limited(inputs, gains, want, want_levels)
+    assert np.abs(got.astype(np.int64) - want).max() <= 1
+    np.testing.assert_allclose(got_levels, want_levels, rtol=0, atol=1e-3)
+
+
+def test_below_the_knee_the_mix_is_plain_n_minus_1() -> None:
+    inputs = (noise(9, 960, seed=3).astype(np.int16) - 128) * 9  # sums stay far below the knee
+    out, _ = limited(inputs)
+    plain = np.empty_like(inputs)
+    _mix_ref.mix_minus(inputs, plain)
+    np.testing.assert_array_equal(out, plain)
+
+
+@pytest.mark.parametrize("value", [32767, -32768])
+def test_limited_mix_never_wraps(value: int) -> None:
+    inputs = np.full((700, 960), value, np.int16)
+    inputs[::7] = -value - 1 if value < 0 else -value  # some sites pull the other way
+    out, _ = limited(inputs, np.full(700, 16.0, np.float32))
+    others = inputs.astype(np.int64).sum(axis=0) - inputs
+    assert (np.sign(out) == np.sign(others)).all()
+    assert np.abs(out.astype(np.int64)).max() < _mix_ref.CEILING
+
+
+def test_three_full_scale_tones_stay_under_the_ceiling_unclipped() -> None:
+    # three sites send full-scale tones; a fourth, silent, hears all three summed (~2.3x FS peaks)
+    inputs = np.zeros((4, 960), np.int16)
+    for i, frequency in enumerate((400, 500, 600)):
+        inputs[i] = np.round(tone(frequency)).astype(np.int16)
+    out, _ = limited(inputs)
+    heard = out[3].astype(np.int64)
+    raw = inputs[:3].astype(np.int64).sum(axis=0)
+    assert np.abs(raw).max() > 2 * 32767  # the sum really overloads
+    assert np.abs(heard).max() < _mix_ref.CEILING
+
+    # no flat tops: above the knee, no 3 samples in a row share one value
+    loud = np.abs(heard) > _mix_ref.KNEE
+    same = np.diff(heard) == 0
+    runs = loud[:-2] & loud[1:-1] & loud[2:] & same[:-1] & same[1:]
+    assert not runs.any()
+    # and the limiter keeps the shape: louder input, louder output, same sign
+    assert (np.sign(heard) == np.sign(raw)).all()
+    order = np.argsort(np.abs(raw), kind="stable")
+    assert (np.diff(np.abs(heard)[order]) >= -1).all()
+
+
+def test_limited_output_holds_no_trace_of_own_voice() -> None:
+    n, samples = 8, 960
+    t = np.arange(samples)
+    voices = np.array([2500 * np.sin(2 * np.pi * (5 + 7 * j) * t / samples) for j in range(n)])
+    inputs = np.round(voices).astype(np.int16)
+    gains = np.linspace(0.25, 1.0, n).astype(np.float32)
+    out, _ = limited(inputs, gains)
+    energy = (voices * voices).sum(axis=1)
+    for i in range(n):
+        heard = out[i].astype(np.float64) @ voices.T / energy
+        assert abs(heard[i]) < 2e-3
+        # the others are heard at their gains (below the knee nothing bends)
+        assert np.allclose(np.delete(heard, i), np.delete(gains, i), atol=2e-3)
+
+
+def test_own_input_never_changes_own_output() -> None:
+    # loud enough to bend: whatever site 3 sends, what site 3 hears stays the same
+    inputs = (noise(5, 960, seed=12).astype(np.int16) - 128) * 250
+    gains = np.array([1.0, 0.5, 2.0, 1.0, 0.25], np.float32)
+    out, _ = limited(inputs, gains)
+    assert np.abs(out[3].astype(np.int64)).max() > _mix_ref.KNEE
+    for seed in range(5):
+        changed = inputs.copy()
+        changed[3] = noise(1, 960, seed=seed)[0].astype(np.int16) * 128
+        out_changed, _ = limited(changed, gains)
+        np.testing.assert_array_equal(out_changed[3], out[3])
+        assert not np.array_equal(out_changed[0], out[0])
+
+
+def test_gain_zero_removes_a_site_from_every_mix() -> None:
+    inputs = (noise(6, 960, seed=11).astype(np.int16) - 128) * 200
+    gains = np.array([1.0, 0.5, 0.0, 1.0, 2.0, 1.0], np.float32)
+    out, levels = limited(inputs, gains)
+    without = inputs.copy()
+    without[2] = 0
+    out_without, _ = limited(without, gains)
+    np.testing.assert_array_equal(np.delete(out, 2, axis=0), np.delete(out_without, 2, axis=0))
+    assert levels[2] == -127.0
+
+
+def test_limited_levels_match_numpy() -> None:
+    inputs = np.array([np.round(tone(1000, amplitude=a)) for a in (32767, 3276.8, 100, 0)])
+    inputs = inputs.astype(np.int16)
+    gains = np.array([0.5, 1.0, 2.0, 1.0], np.float32)
+    _, levels = limited(inputs, gains)
+    gained = inputs.astype(np.float64) * gains[:, None]
+    rms = np.sqrt((gained**2).mean(axis=1))
+    with np.errstate(divide="ignore"):
+        want = np.maximum(20 * np.log10(rms / 32768), -127.0)
+    np.testing.assert_allclose(levels, want, rtol=0, atol=1e-3)
+    assert abs(levels[0] - (-3.01 - 6.02)) < 0.02  # a full-scale sine at half gain
+
+
+def test_limited_mix_checks_its_arguments() -> None:
+    inputs = np.zeros((3, 960), np.int16)
+    out = np.empty_like(inputs)
+    levels = np.empty(3)
+    ones = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="2 entries"):
+        _mix.mix_minus_limited(inputs, np.ones(2, np.float32), out, levels)
+    with pytest.raises(ValueError, match="480"):
+        _mix.mix_minus_limited(inputs, ones, np.empty((3, 480), np.int16), levels)
+    with pytest.raises(ValueError, match="levels has 4"):
+        _mix.mix_minus_limited(inputs, ones, out, np.empty(4))
+    for bad in (-0.5, float("nan"), 17.0):
+        gains = ones.copy()
+        gains[1] = bad
+        with pytest.raises(ValueError, match=r"gains\[1\]"):
+            _mix.mix_minus_limited(inputs, gains, out, levels)
