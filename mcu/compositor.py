@@ -145,11 +145,8 @@ class Canvas:
     def _border(self, rect: tuple[int, int, int, int], colour: tuple[int, int, int]) -> None:
         """A frame just inside `rect`, about 1/90 of its height thick (even, at least 2)."""
         x, y, w, h = rect
-        t = min(max(2, 2 * round(h / 180)), w // 2 - w // 2 % 2, h // 2 - h // 2 % 2)
-        if t < 2:
-            return
-        for strip in ((x, y, w, t), (x, y + h - t, w, t), (x, y, t, h), (x + w - t, y, t, h)):
-            self._fill(strip, colour)
+        thickness = max(2, 2 * round(h / 180))
+        _mix.draw_border(self.y, self.u, self.v, x, y, w, h, thickness, *colour)
 
 
 def _same(a: Placement, b: Placement) -> bool:

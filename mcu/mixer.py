@@ -95,10 +95,11 @@ class Mixer:
         self._talked_at: dict[Site, float] = {}
         self.talk_threshold_dbov = talk_threshold_dbov
         self.talk_hangover = talk_hangover
-        self._inputs = np.zeros((0, FRAME), np.int16)
-        self._outputs = np.zeros((0, FRAME), np.int16)
-        self._everyone = np.zeros((1, FRAME), np.int16)
-        self._levels = np.zeros(0, np.float64)
+        # one row per site plus a last row kept silent: its "everyone but me" is the full mix
+        self._inputs = np.zeros((1, FRAME), np.int16)
+        self._outputs = np.zeros((1, FRAME), np.int16)
+        self._gains = np.ones(1, np.float32)
+        self._levels = np.zeros(1, np.float64)
         self.route: dict[str, str] = {}  # site id → "own" or "shared", as of the last tick
         self.own_encodes = 0
         self.shared_encodes = 0
@@ -111,10 +112,11 @@ class Mixer:
         self._forget([site for site in self._audio if site not in sites])
         if n == 0:
             return self._inputs[:0]  # an empty room sends nothing, to viewers neither
-        if self._inputs.shape[0] != n:
-            self._inputs = np.zeros((n, FRAME), np.int16)
-            self._outputs = np.zeros((n, FRAME), np.int16)
-            self._levels = np.zeros(n, np.float64)
+        if self._inputs.shape[0] != n + 1:
+            self._inputs = np.zeros((n + 1, FRAME), np.int16)
+            self._outputs = np.zeros((n + 1, FRAME), np.int16)
+            self._gains = np.ones(n + 1, np.float32)
+            self._levels = np.zeros(n + 1, np.float64)
 
         # gather one 20 ms frame per site (or silence)
         for i, site in enumerate(sites):
@@ -125,12 +127,12 @@ class Mixer:
                 except IndexError:
                     break
             audio.take(self._inputs[i])
-            if site.id in muted:
-                self._inputs[i] = 0  # muted by the operator: heard by nobody, never the speaker
+            # muted by the operator: heard by nobody, and never the speaker (its level is -127)
+            self._gains[i] = 0.0 if site.id in muted else 1.0
 
-        _mix.mix_minus(self._inputs, self._outputs)
-        _mix.mix_all(self._inputs, self._everyone[0])
-        _mix.levels_dbov(self._inputs, self._levels)
+        # N-1 for everyone, the full mix in the last row, soft-limited, levels: one pass
+        _mix.mix_minus_limited(self._inputs, self._gains, self._outputs, self._levels)
+        everyone = self._outputs[n]
 
         # talkers get their own mix; everyone else shares the full one
         shared: dict[OpusSettings, av.Packet[Any]] = {}
@@ -142,8 +144,10 @@ class Mixer:
             if now - self._talked_at.get(site, -1e9) <= self.talk_hangover:
                 settings = _with_loss(settings, site.loss_fraction)
                 encoder = self._own.get(site)
-                if encoder is None or encoder.settings != settings:
+                if encoder is None or encoder.settings.channels != settings.channels:
                     encoder = self._own[site] = OpusEncoder(settings)
+                elif encoder.settings != settings:
+                    encoder.apply(settings)  # same stream: a new state would click
                 packet = encoder.packet(self._outputs[i], pts)
                 self.own_encodes += 1
                 self.route[site.id] = "own"
@@ -152,7 +156,7 @@ class Mixer:
                     encoder = self._shared.get(settings)
                     if encoder is None:
                         encoder = self._shared[settings] = OpusEncoder(settings)
-                    shared[settings] = encoder.packet(self._everyone[0], pts)
+                    shared[settings] = encoder.packet(everyone, pts)
                     self.shared_encodes += 1
                 packet = shared[settings]
                 self.route[site.id] = "shared"
@@ -165,10 +169,10 @@ class Mixer:
                 encoder = self._shared.get(settings)
                 if encoder is None:
                     encoder = self._shared[settings] = OpusEncoder(settings)
-                shared[settings] = encoder.packet(self._everyone[0], pts)
+                shared[settings] = encoder.packet(everyone, pts)
                 self.shared_encodes += 1
             viewer.audio_out.offer(shared[settings])
-        return self._inputs
+        return self._inputs[:n]
 
     def _forget(self, gone: list[Site]) -> None:
         for site in gone:
