@@ -80,4 +80,4 @@ def test_audio_benchmark_rows(tmp_path: Path) -> None:
 
     pairs = sorted((row["sites"], row["method"]) for row in rows)
     assert pairs == sorted((sites, method) for sites in AUDIO_SITES
-                           for method in ("kernel", "numpy"))  # fmt: skip
+                           for method in ("kernel", "limited", "numpy"))  # fmt: skip
