@@ -44,9 +44,19 @@ class SiteAudio:
         self.dropped = 0
 
     def feed(self, frame: av.AudioFrame) -> None:
+        # what aiortc's Opus decoder gives (48 kHz s16, stereo or mono) needs no resampler
+        if frame.sample_rate == RATE and frame.format.name == "s16":
+            channels = len(frame.layout.channels)
+            data = frame.to_ndarray().reshape(-1)
+            if channels == 1:
+                self._append(data)
+                return
+            if channels == 2:
+                pairs = data.reshape(-1, 2).astype(np.int32)
+                self._append(((pairs[:, 0] + pairs[:, 1]) >> 1).astype(np.int16))
+                return
         for mono in self._resampler.resample(frame):
-            samples = mono.to_ndarray().reshape(-1)
-            self._append(samples)
+            self._append(mono.to_ndarray().reshape(-1))
 
     def _append(self, samples: np.ndarray) -> None:
         n = len(samples)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 logger = logging.getLogger(__name__)
 
 RATE = 48000
+VAD_QUIET_MARGIN_DB = 10.0  # frames this far under the speech minimum skip the VAD
 TICK = 0.020  # seconds per audio frame
 SILENCE_DBOV = -127.0  # what a frame of zeros measures (`_mix.levels_dbov` floors here)
 # below this a frame is digital silence (underrun, muted or gated microphone), not room noise
@@ -88,8 +89,15 @@ class VoiceDetector:
             and level_dbov >= self.min_dbov
             and level_dbov >= self.floor + self.margin_db
         )
-        # webrtcvad sees every frame, quiet ones too: its own noise model learns from them
-        voiced = self._voiced(samples) if vad_flag is None else vad_flag
+        # webrtcvad sees every frame but near-silent ones (its noise model learns from the
+        # background); far below the speech minimum it has nothing to learn, and a 64-site
+        # room of quiet listeners would spend its audio tick on it
+        if vad_flag is not None:
+            voiced = vad_flag
+        elif level_dbov < self.min_dbov - VAD_QUIET_MARGIN_DB:
+            voiced = False
+        else:
+            voiced = self._voiced(samples)
         seconds = self.frame_s if samples is None else len(samples) / self.rate
         self._follow_background(level_dbov, seconds)
         return loud and voiced
