@@ -24,7 +24,6 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
-    RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import (
@@ -40,7 +39,7 @@ from .config import Profile, SiteConfig
 from .bitrate import AdaptiveProfile
 from .sdp import first_codec, ssrcs
 from .stats import SiteStats
-from .tracks import EncodedAudioTrack, EncodedVideoTrack
+from .tracks import EncodedAudioTrack, EncodedVideoTrack, answer_with
 
 logger = logging.getLogger(__name__)
 
@@ -134,19 +133,8 @@ class Site:
             if pc.connectionState in ("failed", "closed"):
                 self.closed.set()
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        answer = await answer_with(pc, offer_sdp, self.video_out, self.audio_out)
         self._video_ssrcs = ssrcs(offer_sdp, "video")
-
-        # the site receives exactly one video (the composite) and one audio (its mix)
-        kinds = {t.kind for t in pc.getTransceivers()}
-        if "video" in kinds:
-            pc.addTrack(self.video_out)
-        if "audio" in kinds:
-            pc.addTrack(self.audio_out)
-
-        # non-trickle ICE: setLocalDescription returns once gathering is complete
-        await pc.setLocalDescription(await pc.createAnswer())
-        answer: str = pc.localDescription.sdp
         self.codec = first_codec(answer, "video")
         for transceiver in pc.getTransceivers():
             if transceiver.sender.track is self.video_out:

@@ -15,10 +15,29 @@ from collections.abc import Callable
 from typing import Any
 
 import av
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 logger = logging.getLogger(__name__)
 
+
+
+async def answer_with(pc: RTCPeerConnection, offer_sdp: str, video: MediaStreamTrack,
+                      audio: MediaStreamTrack) -> str:
+    """Apply an offer, send `video` and `audio` on the offered sections, and return the answer
+    with every candidate (non-trickle ICE: setLocalDescription returns once gathering is done).
+
+    Each peer receives exactly one video and one audio from the MCU.
+    """
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+    kinds = {t.kind for t in pc.getTransceivers()}
+    if "video" in kinds:
+        pc.addTrack(video)
+    if "audio" in kinds:
+        pc.addTrack(audio)
+    await pc.setLocalDescription(await pc.createAnswer())
+    answer: str = pc.localDescription.sdp
+    return answer
 
 
 class PacketTrack(MediaStreamTrack):

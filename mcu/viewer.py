@@ -12,11 +12,11 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
 from .config import Profile
 from .sdp import first_codec
-from .tracks import EncodedAudioTrack, EncodedVideoTrack
+from .tracks import EncodedAudioTrack, EncodedVideoTrack, answer_with
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,7 @@ class Viewer:
             if pc.connectionState in ("failed", "closed"):
                 self.closed.set()
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        kinds = {t.kind for t in pc.getTransceivers()}
-        if "video" in kinds:
-            pc.addTrack(self.video_out)
-        if "audio" in kinds:
-            pc.addTrack(self.audio_out)
-        await pc.setLocalDescription(await pc.createAnswer())
-        answer: str = pc.localDescription.sdp
+        answer = await answer_with(pc, offer_sdp, self.video_out, self.audio_out)
         self.codec = first_codec(answer, "video")
         for transceiver in pc.getTransceivers():
             if transceiver.sender.track is self.video_out:
