@@ -68,3 +68,37 @@ def test_frames_of_other_pixel_formats_are_converted() -> None:
 def test_odd_canvas_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="even"):
         Canvas(321, 180)
+
+
+def test_every_shipped_layout_composes_for_one_to_n_sites() -> None:
+    from pathlib import Path
+
+    from mcu.layout import load_library, place
+
+    from .analysis import region_colour
+
+    library = load_library(Path(__file__).resolve().parents[1] / "layouts")
+    sources = [flat((20 + 8 * i, 128, 128), 64, 36) for i in range(30)]
+    for name in library.names:
+        for present in range(1, library.choose(name, 1).capacity + 3):
+            layout = library.choose(name, present)
+            sites = [f"s{i}" for i in range(present)]
+            shown = place(layout, sites, chair="s0")
+            canvas = Canvas(640, 360)
+            placements = [
+                Placement(tile.rect(640, 360), sources[int(site[1:])] if site else None,
+                          BACKGROUND)
+                for tile, site in zip(layout.tiles, shown, strict=True)
+            ]
+            canvas.compose(placements)
+            frame = canvas.frame()
+            assert sum(site is not None for site in shown) == min(present, layout.capacity)
+            for tile, site in zip(layout.tiles, shown, strict=True):
+                if site is None or tile.overlay:
+                    continue
+                covered = any(t.overlay and t.order > tile.order for t in layout.tiles)
+                rect = tile.rect(640, 360)
+                if covered:
+                    continue  # an inset sits on this tile's centre
+                luma = region_colour(frame, rect, keep=0.2)[0]
+                assert abs(luma - (20 + 8 * int(site[1:]))) <= 1, (name, present, site)
