@@ -39,6 +39,7 @@ from .sdp import check_offer
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "MCU_OPERATOR_TOKEN"
+DEFAULT_BLOCK_SECONDS = 60  # a disconnected site's page would otherwise dial straight back
 
 
 class BadRequest(Exception):
@@ -299,10 +300,18 @@ class OperatorApi:
     async def disconnect(self, request: web.Request) -> web.Response:
         room = self._room(request)
         site = request.match_info["site"]
-        logger.info("operator: room=%s site=%s disconnect", room.id, site)
-        if not await room.disconnect(site):
+        block = DEFAULT_BLOCK_SECONDS
+        if request.can_read_body:
+            body = await self._body(request)
+            block = body.get("block_seconds", DEFAULT_BLOCK_SECONDS)
+            if isinstance(block, bool) or not isinstance(block, (int, float)) or not (
+                    0 <= block <= 86400):
+                raise BadRequest("block_seconds: expected seconds from 0 to 86400")
+        logger.info("operator: room=%s site=%s disconnect (refused for %s s)", room.id, site,
+                    block)
+        if not await room.disconnect(site, block_seconds=float(block)):
             return _error(404, f"site {site!r} is not in room {room.id!r}")
-        return _json({"site": site, "state": "disconnected"})
+        return _json({"site": site, "state": "disconnected", "block_seconds": block})
 
     async def add_viewer(self, request: web.Request) -> web.Response:
         """A receive-only preview: SDP offer in, SDP answer out (like a site's dial-in)."""

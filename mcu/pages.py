@@ -115,12 +115,12 @@ class Pages:
 
     # --- the site's side ----------------------------------------------------------------------
 
-    def _authorise(self, request: web.Request) -> tuple[Room, str] | web.Response:
+    def authorise(self, request: web.Request) -> tuple[Room, str] | web.Response:
         # the same checks and refusals as dial-in, so a page sees one behaviour
-        return self.server.signaling._authorise(request)
+        return self.server.signaling.authorise(request)
 
     async def profile(self, request: web.Request) -> web.Response:
-        authorised = self._authorise(request)
+        authorised = self.authorise(request)
         if isinstance(authorised, web.Response):
             return authorised
         room, site_id = authorised
@@ -141,7 +141,7 @@ class Pages:
         # check the declared size before reading anything
         if request.content_length is not None and request.content_length > self.max_offer_bytes:
             return _refuse(413, f"offer larger than {self.max_offer_bytes} bytes")
-        authorised = self._authorise(request)
+        authorised = self.authorise(request)
         if isinstance(authorised, web.Response):
             return authorised
         room, site_id = authorised
@@ -165,10 +165,14 @@ class Pages:
         if old is not None:
             await old.close()
         if len(self.echoes) >= MAX_ECHOES:
-            return _refuse(503, f"{MAX_ECHOES} link tests are running; try again in 15 s",
-                           **{"Retry-After": "15"})
+            wait = f"{self.echo_seconds:.0f}"
+            return _refuse(503, f"{MAX_ECHOES} link tests are running; try again in {wait} s",
+                           **{"Retry-After": wait})
 
+        # registered before answering, so tests arriving together are counted
         echo = Echo(room.id, site_id, self.server.ice_servers, self.echo_seconds)
+        self.echoes[key] = echo
+        self._own(self._forget_when_closed(key, echo))
         try:
             answer = await echo.answer(offer)
         except Exception as exc:
@@ -178,14 +182,12 @@ class Pages:
                 raise
             logger.info("room=%s site=%s link test offer refused: %s", room.id, site_id, reason)
             return _refuse(400, f"offer rejected: {reason}")
-        self.echoes[key] = echo
-        self._own(self._forget_when_closed(key, echo))
         location = f"/linktest/{room.id}/{site_id}/sessions/{echo.id}"
         return web.Response(status=201, text=answer, content_type=SDP,
                             headers={"Location": location, "Cache-Control": "no-store"})
 
     async def stop_linktest(self, request: web.Request) -> web.Response:
-        authorised = self._authorise(request)
+        authorised = self.authorise(request)
         if isinstance(authorised, web.Response):
             return authorised
         room, site_id = authorised

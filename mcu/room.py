@@ -70,6 +70,7 @@ class Room:
         self.muted_audio: frozenset[str] = frozenset()  # by the operator, by site id
         self.muted_video: frozenset[str] = frozenset()
         self.speaker_changes = 0
+        self.blocked: dict[str, float] = {}  # site → monotonic time until it may dial again
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.video = VideoMixer(config.id, layouts, self._visible_changed)
@@ -285,13 +286,28 @@ class Room:
                     "muted" if site_id in self.muted_audio else "on",
                     "muted" if site_id in self.muted_video else "on")
 
-    async def disconnect(self, site_id: str, reason: str = "disconnected by the operator") -> bool:
-        """Hang up a site; False when it is not present."""
+    async def disconnect(self, site_id: str, reason: str = "disconnected by the operator",
+                         block_seconds: float = 0.0) -> bool:
+        """Hang up a site, and refuse its dial-ins for `block_seconds` (its page would
+        otherwise reconnect at once); False when it is not present."""
+        if block_seconds > 0:
+            self.blocked[site_id] = time.monotonic() + block_seconds
         site = self.sites.get(site_id)
         if site is None:
             return False
         await self._remove(site, reason)
         return True
+
+    def blocked_for(self, site_id: str) -> float:
+        """Seconds the site must still wait before dialling in again (0: it may)."""
+        until = self.blocked.get(site_id)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.blocked[site_id]
+            return 0.0
+        return left
 
     def current_layout(self, present: int) -> Layout:
         return self.layouts.choose(self.layout_name, present)

@@ -46,7 +46,7 @@ class Signaling:
             web.get("/health", self.health),
         ]
 
-    def _authorise(self, request: web.Request) -> tuple[Room, str] | web.Response:
+    def authorise(self, request: web.Request) -> tuple[Room, str] | web.Response:
         """The room and site the request may act for, or the refusal to send."""
         address = request.remote or "?"
         wait = self.limiter.retry_after(address)
@@ -77,10 +77,14 @@ class Signaling:
         # check the declared size before reading anything
         if request.content_length is not None and request.content_length > self.max_offer_bytes:
             return _refuse(413, f"offer larger than {self.max_offer_bytes} bytes")
-        authorised = self._authorise(request)
+        authorised = self.authorise(request)
         if isinstance(authorised, web.Response):
             return authorised
         room, site_id = authorised
+        wait = room.blocked_for(site_id)
+        if wait > 0:
+            return _refuse(403, f"site {site_id!r} was disconnected by the operator: it may dial "
+                                f"in again in {wait:.0f} s")
 
         if request.content_type != SDP:
             return _refuse(415, f"offer must be sent as Content-Type: {SDP}",
@@ -116,7 +120,7 @@ class Signaling:
         return _refuse(400, reason)
 
     async def hang_up(self, request: web.Request) -> web.Response:
-        authorised = self._authorise(request)
+        authorised = self.authorise(request)
         if isinstance(authorised, web.Response):
             return authorised
         room, site_id = authorised

@@ -147,11 +147,18 @@ async def test_operator_reads_the_roster_mutes_and_disconnects(api_server) -> No
 
         # disconnect: the site is gone from the roster, the others stay
         status, reply = await call_api(api_server, "POST",
-                                       "/api/rooms/test/sites/centre/disconnect")
+                                       "/api/rooms/test/sites/centre/disconnect",
+                                       body={"block_seconds": 30})
         assert (status, reply["state"]) == (200, "disconnected")
         assert [s.id for s in room.roster] == ["hq", "north"]
         status, _ = await call_api(api_server, "POST", "/api/rooms/test/sites/centre/disconnect")
         assert status == 404
+        # its page would dial straight back: refused while the block lasts
+        again = Call(url(api_server, "test", "centre"), site_token("centre"),
+                     video=ColourTrack((100, 128, 128)))
+        with pytest.raises(Exception, match="403 site 'centre' was disconnected by the operator"):
+            await again.connect()
+        room.blocked.clear()
     finally:
         await asyncio.gather(*(call.hang_up() for call in calls.values()))
 

@@ -1,9 +1,10 @@
 // Helpers shared by the join, link-test and console pages: DOM building, tokens, signalling and
 // the arithmetic on getStats() reports. Plain ES module, no dependencies.
 
-// ICE servers for the pages' peer connections. Empty: the MCU is reached on the LAN or on
-// loopback, and a page must not ask any outside STUN server about its addresses.
-// TODO(configured ICE servers): serve the MCU's [server].ice_servers to the pages.
+// ICE servers for the pages' peer connections. Empty: the MCU offers its own reachable address
+// (server.media_addresses), so a page needs no STUN server to reach it, and a page must not ask
+// an outside server about its addresses. A page behind a network that blocks UDP would need a
+// TURN server here (see the README's Limits).
 export const ICE_SERVERS = [];
 
 // A link is good enough when it loses at most this much and answers within this round trip.

@@ -189,7 +189,7 @@ function makeRow(site) {
   muteVideo.addEventListener("click", () =>
     act("POST", `${path()}/mute`, { video: muteVideo.getAttribute("aria-pressed") !== "true" }));
   disconnect.addEventListener("click", () => act("POST", `${path()}/disconnect`));
-  const actions = el("td", { class: "actions" }, muteAudio, muteVideo, disconnect);
+  const actions = el("td", {}, el("div", { class: "actions" }, muteAudio, muteVideo, disconnect));
   const tr = el("tr", { "data-site": id }, ...COLUMNS.map((name) => cells[name]), actions);
   return { tr, cells, muteAudio, muteVideo, disconnect };
 }
@@ -207,7 +207,7 @@ function updateRow(row, site) {
   c.jitter_ms.textContent = dash(site.jitter_ms);
   c.rtt_ms.textContent = dash(site.rtt_ms);
   c.fps.textContent = `${dash(site.fps_in)} / ${dash(site.fps_out)}`;
-  c.speaking.textContent = site.speaking ? "🔊" : "";
+  c.speaking.textContent = site.speaking ? "●" : "";
   c.speaking.dataset.speaking = String(Boolean(site.speaking));
   c.on_screen.textContent = site.on_screen ? "✓" : "";
   c.on_screen.dataset.onScreen = String(Boolean(site.on_screen));

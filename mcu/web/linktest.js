@@ -78,11 +78,12 @@ function shortfalls(result) {
 }
 
 function showResult(result) {
-  showValue("result-up", result.upKbps.toFixed(1), kbps(result.upKbps));
-  showValue("result-down", result.downKbps.toFixed(1), kbps(result.downKbps));
-  showValue("result-loss-up", result.lossUp.toFixed(4), percent(result.lossUp));
-  showValue("result-loss-down", result.lossDown.toFixed(4), percent(result.lossDown));
-  showValue("result-rtt", result.rttMs === null ? "" : result.rttMs.toFixed(1),
+  // data-value holds the exact number, the text the rounded one
+  showValue("result-up", result.upKbps, kbps(result.upKbps));
+  showValue("result-down", result.downKbps, kbps(result.downKbps));
+  showValue("result-loss-up", result.lossUp, percent(result.lossUp));
+  showValue("result-loss-down", result.lossDown, percent(result.lossDown));
+  showValue("result-rtt", result.rttMs === null ? "" : result.rttMs,
     result.rttMs === null ? "?" : `${Math.round(result.rttMs)} ms`);
 }
 
