@@ -8,9 +8,10 @@ VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 # venv, compiler and headers build the kernel; opuslib loads libopus0; espeak-ng speaks the demo's
-# sentences; ffmpeg is the media tool of the docs and tests; DejaVu draws the site labels
+# sentences; ffmpeg is the media tool of the docs and tests; DejaVu draws the site labels;
+# chromium is the browser site of the browser tests
 SYSTEM_PACKAGES := python3-venv python3-dev gcc libc6-dev libopus0 \
-	espeak-ng ffmpeg fonts-dejavu-core
+	espeak-ng ffmpeg fonts-dejavu-core chromium
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
