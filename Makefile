@@ -9,9 +9,11 @@ INSTALLED := $(VENV)/.installed
 
 # venv, compiler and headers build the kernel; opuslib loads libopus0; espeak-ng speaks the demo's
 # sentences; ffmpeg is the media tool of the docs and tests; DejaVu draws the site labels;
-# chromium is the browser site of the browser tests
+# chromium is the browser site of the browser tests; iproute2, iptables and libnetfilter-queue
+# (headers for the PyPI NetfilterQueue) make the impaired links of tests/test_impaired.py
 SYSTEM_PACKAGES := python3-venv python3-dev gcc libc6-dev libopus0 \
-	espeak-ng ffmpeg fonts-dejavu-core chromium
+	espeak-ng ffmpeg fonts-dejavu-core chromium \
+	iproute2 iptables libnetfilter-queue-dev
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
