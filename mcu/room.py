@@ -343,10 +343,15 @@ class Room:
         for gone in self._heard - present:
             self._speaker.remove(gone)
         self._heard = present
+        # a site's own voice flag (RTP audio-level header) may only add speech: aiortc, for
+        # one, sends the header with the flag always off
+        now = time.monotonic()
+        flags = {site.id: True for site in roster if site.says_voice(now)}
         change = self._speaker.update(
             deadline,
             {site.id: site.level_dbov for site in roster},
             {site.id: inputs[i] for i, site in enumerate(roster)},
+            flags,
         )
         self.recent = self._speaker.floor.recent()
         if change is not None:

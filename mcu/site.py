@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 AUDIO_RING_FRAMES = 10  # 200 ms of 20 ms frames; older audio is dropped, never queued
 DECODE_WATCHDOG = 1.0  # seconds without a decoded frame before a keyframe is requested
+VOICE_FLAG_FRESH = 0.1  # seconds an audio-level header's voice flag counts
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Site:
         self.frames_in = 0
         self.audio_frames_in = 0
         self.level_dbov = -127.0  # input level of the last mixed tick
+        self.header_level_dbov: float | None = None  # RFC 6464 level the site last sent
+        self.voice_flag_at = -1e9  # when its audio-level header last marked voice
         self.codec: str | None = None  # the video codec it receives: "vp8" or "h264"
         self.on_picture_loss: Callable[[Site, str], None] | None = None
         # what the site's receiver reports about our video (RTCP REMB and receiver reports)
@@ -141,7 +144,29 @@ class Site:
                 self._hook_video_sender(transceiver.sender)
             if transceiver.kind == "video":
                 self._video_receiver = transceiver.receiver
+            if transceiver.kind == "audio":
+                self._hook_audio_receiver(transceiver.receiver)
         return answer
+
+    def _hook_audio_receiver(self, receiver: RTCRtpReceiver) -> None:
+        """Note the voice-activity flag of the RTP audio-level header (RFC 6464) when the site
+        sends one: a site whose own voice detector says "voice" counts as talking."""
+        hooked: Any = receiver
+        handle_rtp = receiver._handle_rtp_packet
+
+        async def on_rtp(packet: Any, arrival_time_ms: int) -> None:
+            level = packet.extensions.audio_level
+            if level is not None:
+                self.header_level_dbov = -float(level[1])
+                if level[0]:
+                    self.voice_flag_at = time.monotonic()
+            await handle_rtp(packet, arrival_time_ms)
+
+        hooked._handle_rtp_packet = on_rtp
+
+    def says_voice(self, now: float) -> bool:
+        """Whether the site's own audio-level header marked voice in the last 100 ms."""
+        return now - self.voice_flag_at < VOICE_FLAG_FRESH
 
     def _hook_video_sender(self, sender: RTCRtpSender) -> None:
         """Route the site's feedback on our video to the room.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import av
@@ -180,3 +181,29 @@ async def test_operator_changes_layout_pins_and_chair_at_run_time(mcu_server, ca
         assert all(call.location for call in calls.values())
     finally:
         await asyncio.gather(*(call.hang_up() for call in calls.values()))
+
+
+@pytest.mark.timeout(60)
+async def test_a_sites_audio_level_header_is_heard(mcu_server) -> None:
+    from aiortc.rtp import RtpPacket
+
+    server = await mcu_server(room_config(SITES[:2], width=WIDTH, height=HEIGHT))
+    call = Call(url(server, "test", "north"), site_token("north"),
+                video=ColourTrack(COLOURS["north"], 320, 240, fps=15),
+                audio=SpeakingTrack(np.zeros(0, np.int16)))
+    await call.connect()
+    try:
+        room = server.rooms["test"]
+        await call.wait_video(3, timeout=20)
+        site = room.sites["north"]
+        # aiortc's own sender sends the header with the voice flag off
+        assert site.header_level_dbov is not None
+        assert not site.says_voice(time.monotonic())
+        receiver = next(t.receiver for t in site.pc.getTransceivers() if t.kind == "audio")
+        packet = RtpPacket(payload_type=111, sequence_number=1, timestamp=0, ssrc=1)
+        packet.extensions.audio_level = (True, 20)
+        await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
+        assert site.says_voice(time.monotonic()) and site.header_level_dbov == -20.0
+        assert not site.says_voice(time.monotonic() + 0.5), "only while fresh"
+    finally:
+        await call.hang_up()
