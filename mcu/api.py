@@ -91,8 +91,8 @@ class OperatorApi:
                              for site in room.sites}
         self.adhoc: set[str] = set()
         if self._token_sha256 is None:
-            logger.warning("operator API disabled: set %s or server.operator_token_file",
-                           TOKEN_ENV)
+            logger.info("operator API off: set %s or server.operator_token_file to use it",
+                        TOKEN_ENV)
 
     def routes(self) -> list[web.RouteDef]:
         guard = self._guarded
@@ -161,13 +161,16 @@ class OperatorApi:
         return room
 
     @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
+    async def _body(request: web.Request, *allowed: str) -> dict[str, Any]:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequest(f"body: expected a JSON object ({exc})") from None
         if not isinstance(body, dict):
             raise BadRequest(f"body: expected a JSON object, got {type(body).__name__}")
+        for key in body:
+            if key not in allowed:
+                raise BadRequest(f"{key}: unknown field; expected {', '.join(allowed)}")
         return body
 
     # --- reading ------------------------------------------------------------------------------
@@ -236,7 +239,7 @@ class OperatorApi:
 
     async def set_layout(self, request: web.Request) -> web.Response:
         room = self._room(request)
-        body = await self._body(request)
+        body = await self._body(request, "layout")
         layout = body.get("layout")
         if not isinstance(layout, str):
             raise BadRequest("layout: expected a layout name (a string)")
@@ -249,7 +252,7 @@ class OperatorApi:
 
     async def set_chair(self, request: web.Request) -> web.Response:
         room = self._room(request)
-        body = await self._body(request)
+        body = await self._body(request, "site")
         if "site" not in body:
             raise BadRequest("site: missing; expected a site id or null")
         site = body["site"]
@@ -261,7 +264,7 @@ class OperatorApi:
 
     async def set_pins(self, request: web.Request) -> web.Response:
         room = self._room(request)
-        body = await self._body(request)
+        body = await self._body(request, "pins")
         pins = body.get("pins")
         if not isinstance(pins, dict):
             raise BadRequest('pins: expected an object of tile number to site, e.g. {"1": '
@@ -282,7 +285,7 @@ class OperatorApi:
         site = request.match_info["site"]
         if room.config.site(site) is None:
             return _error(404, f"no site {site!r} in room {room.id!r}")
-        body = await self._body(request)
+        body = await self._body(request, "audio", "video")
         changes = {}
         for kind in ("audio", "video"):
             value = body.get(kind)
@@ -302,7 +305,7 @@ class OperatorApi:
         site = request.match_info["site"]
         block = DEFAULT_BLOCK_SECONDS
         if request.can_read_body:
-            body = await self._body(request)
+            body = await self._body(request, "block_seconds")
             block = body.get("block_seconds", DEFAULT_BLOCK_SECONDS)
             if isinstance(block, bool) or not isinstance(block, (int, float)) or not (
                     0 <= block <= 86400):
@@ -353,7 +356,7 @@ class OperatorApi:
         return _json({"room": room.id, "closed": True, "removed": removed})
 
     async def create_room(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+        body = await self._body(request, "name", "sites", "layout", "profile", "chair", "id")
         config = self._adhoc_config(body)
         tokens = {}
         sites = []

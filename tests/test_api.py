@@ -64,9 +64,12 @@ async def test_every_endpoint_refuses_missing_wrong_and_site_tokens(
 @pytest.mark.parametrize(
     ("method", "path", "body", "field"),
     [
-        ("PUT", "/api/rooms/test/layout", {"layuot": "1x1"}, "layout: expected a layout name"),
+        ("PUT", "/api/rooms/test/layout", {"layuot": "1x1"},
+         "layuot: unknown field; expected layout"),
+        ("PUT", "/api/rooms/test/layout", {}, "layout: expected a layout name"),
         ("PUT", "/api/rooms/test/layout", {"layout": "9x9"}, "layout: no layout '9x9'"),
-        ("PUT", "/api/rooms/test/chair", {"sit": "hq"}, "site: missing"),
+        ("PUT", "/api/rooms/test/chair", {"sit": "hq"}, "sit: unknown field; expected site"),
+        ("PUT", "/api/rooms/test/chair", {}, "site: missing"),
         ("PUT", "/api/rooms/test/chair", {"site": "ghost"}, "site: expected one of the room's"),
         ("PUT", "/api/rooms/test/pins", {"pins": {"0": "hq"}}, "pins.0: expected a tile number"),
         ("PUT", "/api/rooms/test/pins", {"pins": {"1": "ghost"}}, "pins.1: expected one of"),
