@@ -29,6 +29,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from . import jitter
 from .exceptions import DialError
 from .recorder import Recorder
 
@@ -125,6 +126,10 @@ class Call:
         def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
                 self.ended.set()
+
+        # receivers that skip lost packets in time (aiortc's own stall behind them)
+        for transceiver in pc.getTransceivers():
+            jitter.install(transceiver.receiver, transceiver.kind)
 
         # non-trickle: the offer carries every candidate
         await pc.setLocalDescription(await pc.createOffer())

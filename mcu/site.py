@@ -36,6 +36,7 @@ from aiortc.rtp import (
 )
 
 from .config import Profile, SiteConfig
+from . import jitter
 from .bitrate import AdaptiveProfile
 from .sdp import first_codec, ssrcs
 from .stats import SiteStats
@@ -146,6 +147,7 @@ class Site:
                 self._video_receiver = transceiver.receiver
             if transceiver.kind == "audio":
                 self._hook_audio_receiver(transceiver.receiver)
+            jitter.install(transceiver.receiver, transceiver.kind)
         return answer
 
     def _hook_audio_receiver(self, receiver: RTCRtpReceiver) -> None:

@@ -1,0 +1,113 @@
+"""A jitter buffer that gives up on a lost packet in time.
+
+aiortc's buffer (1.16) releases nothing behind a missing packet until the hole is filled or the
+buffer overflows: on a lossy link audio then stays a full buffer behind and loses several good
+frames with every lost one, and video stands still for seconds. This one waits for a hole only
+as long as a retransmission could take (`patience`, in media time), then skips it: audio goes on
+(the decoder conceals the gap), video drops the broken frame and asks for a keyframe.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
+
+logger = logging.getLogger(__name__)
+
+AUDIO_PATIENCE = 0.0  # s: no NACK for audio; a late packet is as good as lost, and waiting
+# would leave the buffer behind for good (it gives out one frame per packet received)
+VIDEO_PATIENCE = 0.35  # s: time for a NACK and its retransmission on a 150 ms link
+
+
+class PromptJitterBuffer(JitterBuffer):
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False,
+                 clock_rate: int = 90000, patience: float = VIDEO_PATIENCE) -> None:
+        super().__init__(capacity, prefetch=prefetch, is_video=is_video)
+        self.patience_ticks = int(patience * clock_rate)
+        self.holes_skipped = 0
+        self._newest: RtpPacket | None = None
+        self._broken = False  # a skipped hole broke a frame: the decoder needs a keyframe
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        self._newest = packet
+        pli, frame = super().add(packet)
+        if self._broken:
+            self._broken = False
+            pli = True
+        return pli, frame
+
+    def _stale(self, waiting: RtpPacket) -> bool:
+        newest = self._newest
+        if newest is None:
+            return False
+        return (newest.timestamp - waiting.timestamp) % (1 << 32) >= self.patience_ticks
+
+    def _next_present(self, count: int) -> tuple[int, RtpPacket] | None:
+        assert self._origin is not None and self._newest is not None
+        # nothing can be present beyond the newest packet
+        span = min(uint16_add(self._newest.sequence_number, -self._origin) + 1, self._capacity)
+        for later in range(count + 1, span):
+            packet = self._packets[(self._origin + later) % self._capacity]
+            if packet is not None:
+                return later, packet
+        return None
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        # aiortc's walk from the origin, except that a hole whose followers have waited
+        # `patience` is passed over instead of ending the walk
+        assert self._origin is not None
+        frame = None
+        frames = 0
+        packets: list[Any] = []
+        remove = 0
+        timestamp = None
+        broken = None  # the timestamp of a frame a skipped hole cut into
+        count = 0
+        while count < self._capacity:
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                following = self._next_present(count)
+                if following is None or not self._stale(following[1]):
+                    break
+                self.holes_skipped += 1
+                later, packet = following
+                if packets and packet.timestamp == timestamp:
+                    # the hole is inside this frame: it cannot be decoded whole
+                    broken = timestamp
+                    packets = []
+                    timestamp = None
+                    self._broken = self._is_video
+                count = later
+            if packet.timestamp == broken:
+                count += 1  # the rest of the broken frame goes with it
+                continue
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:
+                if frame is None and packets:
+                    frame = JitterFrame(data=b"".join(p._data for p in packets),
+                                        timestamp=timestamp)
+                    remove = count
+                frames += 1
+                if frames >= self._prefetch and frame is not None:
+                    self.remove(remove)
+                    return frame
+                packets = []
+                timestamp = packet.timestamp
+            packets.append(packet)
+            count += 1
+        return None
+
+
+def install(receiver: Any, kind: str) -> None:
+    """Give an aiortc receiver (before its first packet) a buffer that skips stale holes."""
+    if kind == "audio":
+        buffer = PromptJitterBuffer(16, prefetch=4, clock_rate=48000, patience=AUDIO_PATIENCE)
+    else:
+        buffer = PromptJitterBuffer(512, is_video=True, clock_rate=90000,
+                                    patience=VIDEO_PATIENCE)
+    receiver._RTCRtpReceiver__jitter_buffer = buffer
