@@ -28,6 +28,7 @@ RATE = 48000
 FRAME = 960  # samples per 20 ms tick
 PRIME = 2  # frames buffered before a site's audio starts (or restarts after running dry)
 LIMIT = 10  # frames buffered at most; beyond that the oldest audio is dropped
+CONCEAL = 3  # ticks a missing frame is covered by the fading last one before play stops
 TALK_THRESHOLD_DBOV = -50.0  # a site louder than this is talking: it gets its own N-1 mix
 TALK_HANGOVER = 1.0  # seconds it keeps its own mix after it falls quiet
 
@@ -40,6 +41,8 @@ class SiteAudio:
         self._fifo = np.zeros(FRAME * LIMIT, np.int16)
         self._count = 0
         self._playing = False
+        self._missing = 0  # ticks in a row the FIFO had nothing while playing
+        self._last = np.zeros(FRAME, np.int16)
         self.underruns = 0
         self.dropped = 0
 
@@ -74,19 +77,33 @@ class SiteAudio:
         self._count += n
 
     def take(self, out: np.ndarray) -> bool:
-        """Fill `out` (FRAME samples) from the FIFO; silence and False when not playing."""
+        """Fill `out` (FRAME samples) from the FIFO; False when nothing real was played.
+
+        A frame missing while the site is playing (a lost packet) is concealed by the last one,
+        fading, for up to `CONCEAL` ticks, and play goes on as soon as audio is back: one lost
+        packet costs one 20 ms frame, not a refill. Longer silences stop play until the FIFO
+        holds `PRIME` frames again.
+        """
         if not self._playing and self._count >= PRIME * FRAME:
             self._playing = True
-        if not self._playing or self._count < FRAME:
-            if self._playing:
-                self.underruns += 1
-                self._playing = False
-            out[:] = 0
-            return False
-        out[:] = self._fifo[:FRAME]
-        self._fifo[: self._count - FRAME] = self._fifo[FRAME : self._count]
-        self._count -= FRAME
-        return True
+            self._missing = 0
+        if self._playing and self._count >= FRAME:
+            out[:] = self._fifo[:FRAME]
+            self._fifo[: self._count - FRAME] = self._fifo[FRAME : self._count]
+            self._count -= FRAME
+            self._last[:] = out
+            self._missing = 0
+            return True
+        if self._playing:
+            self.underruns += 1
+            self._missing += 1
+            if self._missing <= CONCEAL:
+                self._last >>= 1  # halve it each tick: a fade, not a loop
+                out[:] = self._last
+                return False
+            self._playing = False
+        out[:] = 0
+        return False
 
 
 class Mixer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcu.mixer import FRAME, LIMIT, PRIME, SiteAudio
+from mcu.mixer import CONCEAL, FRAME, LIMIT, PRIME, SiteAudio
 
 
 def stereo_frame(value: int, samples: int = FRAME, rate: int = 48000):  # type: ignore[no-untyped-def]
@@ -25,8 +25,28 @@ def test_audio_waits_for_priming_then_plays_in_order() -> None:
     assert PRIME == 2
     assert audio.take(out) and (out == 1000).all()
     assert audio.take(out) and (out == 2000).all()
-    assert not audio.take(out) and not out.any()
+    assert audio.underruns == 0
+
+
+def test_a_lost_frame_is_concealed_and_play_goes_on() -> None:
+    audio = SiteAudio()
+    out = np.empty(FRAME, np.int16)
+    for value in (1000, 2000):
+        audio.feed(stereo_frame(value))
+    assert audio.take(out) and audio.take(out)
+    # a packet lost: the last frame, fading, covers it; the next one plays at once
+    assert not audio.take(out) and (out == 1000).all()
+    audio.feed(stereo_frame(3000))
+    assert audio.take(out) and (out == 3000).all(), "no refill wait after one lost frame"
     assert audio.underruns == 1
+    # a long silence fades out and stops play until the FIFO is primed again
+    faded = []
+    for _ in range(CONCEAL + 2):
+        audio.take(out)
+        faded.append(int(out[0]))
+    assert faded == [1500, 750, 375, 0, 0]
+    audio.feed(stereo_frame(4000))
+    assert not audio.take(out) and not out.any(), "one frame is not enough to restart"
 
 
 def test_other_rates_are_resampled_to_48k() -> None:
