@@ -30,6 +30,20 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The page's status line (its state also in data-state, for styles and tests).
+export function setStatus(state, text) {
+  const status = byId("status");
+  status.dataset.state = state;
+  status.textContent = text;
+}
+
+// A problem the user must read, in the page's error box.
+export function fail(text) {
+  const error = byId("error");
+  error.textContent = text;
+  show(error, true);
+}
+
 export function show(node, visible) {
   node.hidden = !visible;
 }

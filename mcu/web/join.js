@@ -2,7 +2,7 @@
 // dial-in endpoint. Reconnects by itself when the connection stays down for more than 3 s.
 import {
   ICE_SERVERS, bearer, between, byId, counters, hangUp, kbps, needKbps, openMedia, percent,
-  reason, sendOffer, show, siteFromPath, takeToken,
+  reason, sendOffer, setStatus, fail, show, siteFromPath, takeToken,
 } from "/web/common.js";
 
 const DOWN_GRACE_MS = 3000; // a connection down this long is dialled again
@@ -29,18 +29,6 @@ const call = {
 };
 let profile = null;
 let media = null;
-
-function setStatus(state, text) {
-  const status = byId("status");
-  status.dataset.state = state;
-  status.textContent = text;
-}
-
-function fail(text) {
-  const error = byId("error");
-  error.textContent = text;
-  show(error, true);
-}
 
 function clearError() {
   show(byId("error"), false);

@@ -2,7 +2,8 @@
 // with getStats() and held against what the site's profile needs in both directions.
 import {
   ICE_SERVERS, MAX_LOSS, MAX_RTT_MS, bearer, between, byId, counters, el, hangUp, kbps,
-  needKbps, openMedia, percent, reason, sendOffer, show, siteFromPath, takeToken,
+  needKbps, openMedia, percent, reason, sendOffer, setStatus, fail, show, siteFromPath,
+  takeToken,
 } from "/web/common.js";
 
 const SECONDS = 10; // measured once connected; the echo itself ends after 15 s
@@ -13,18 +14,6 @@ const { room, site } = siteFromPath();
 const token = takeToken(room, site);
 const ids = `${encodeURIComponent(room)}/${encodeURIComponent(site)}`;
 let profile = null;
-
-function setStatus(state, text) {
-  const status = byId("status");
-  status.dataset.state = state;
-  status.textContent = text;
-}
-
-function fail(text) {
-  const error = byId("error");
-  error.textContent = text;
-  show(error, true);
-}
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
