@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 
 from mcu.mixer import CONCEAL, FRAME, LIMIT, PRIME, SiteAudio
 
 
-def stereo_frame(value: int, samples: int = FRAME, rate: int = 48000):  # type: ignore[no-untyped-def]
-    import av
-
+def stereo_frame(value: int, samples: int = FRAME, rate: int = 48000) -> av.AudioFrame:
     data = np.full((1, samples * 2), value, np.int16)
     frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
     frame.sample_rate = rate
