@@ -16,6 +16,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
+from .opus import install_concealing_decoder
+
 logger = logging.getLogger(__name__)
 
 AUDIO_PATIENCE = 0.0  # s: no NACK for audio; a late packet is as good as lost, and waiting
@@ -104,7 +106,9 @@ class PromptJitterBuffer(JitterBuffer):
 
 
 def install(receiver: Any, kind: str) -> None:
-    """Give an aiortc receiver (before its first packet) a buffer that skips stale holes."""
+    """Give an aiortc receiver (before its first packet) a buffer that skips stale holes; its
+    Opus decoding then fills the holes (FEC, concealment: `opus.ConcealingOpusDecoder`)."""
+    install_concealing_decoder()
     if kind == "audio":
         buffer = PromptJitterBuffer(16, prefetch=4, clock_rate=48000, patience=AUDIO_PATIENCE)
     else:

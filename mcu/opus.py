@@ -44,6 +44,7 @@ import numpy as np
 import opuslib
 import opuslib.api
 import opuslib.api.ctl
+import opuslib.api.decoder
 import opuslib.api.encoder
 
 logger = logging.getLogger(__name__)
@@ -263,3 +264,81 @@ def _describe(settings: OpusSettings) -> str:
         f"loss={settings.loss_percent}% dtx={settings.dtx} app={settings.application} "
         f"complexity={settings.complexity}"
     )
+
+
+class ConcealingOpusDecoder:
+    """An Opus decoder for aiortc's receivers that fills lost packets instead of skipping them.
+
+    aiortc's own decoder decodes what arrives and nothing else, so every lost packet is a hole
+    in the audio. Here a gap in the RTP timestamps is filled before the packet that ends it: the
+    last missing frame from that packet's in-band FEC data (when the sender encoded some, as the
+    MCU's own encoders do), earlier ones by libopus's packet-loss concealment. Output: s16
+    stereo 48 kHz frames, as aiortc's decoder gives. One receiver thread owns each instance.
+    """
+
+    MAX_FILL = 5  # frames filled per gap at most; a longer one is a pause, not a loss
+
+    def __init__(self) -> None:
+        self._state: Any = opuslib.api.decoder.create_state(SAMPLE_RATE, 2)
+        self._next: int | None = None  # the timestamp the next packet should carry
+        self._frame = FRAME_SAMPLES  # samples in the last packet
+        self.concealed = 0
+        self.recovered = 0
+
+    def decode(self, encoded_frame: Any) -> list[av.AudioFrame]:
+        data: bytes = encoded_frame.data
+        timestamp: int = encoded_frame.timestamp
+        frames = []
+        if self._next is not None:
+            gap = (timestamp - self._next) % (1 << 32)
+            missing = gap // self._frame if gap < (1 << 31) else 0
+            if 0 < missing <= self.MAX_FILL:
+                at = self._next
+                for _ in range(missing - 1):
+                    frames.append(self._frame_of(self._pcm(None, self._frame, False), at))
+                    self.concealed += 1
+                    at += self._frame
+                frames.append(self._frame_of(self._pcm(data, self._frame, True), at))
+                self.recovered += 1
+        samples = opuslib.api.decoder.get_nb_samples(self._state, data, len(data))
+        pcm = self._pcm(data, max(samples, 120), False)
+        frames.append(self._frame_of(pcm, timestamp))
+        self._frame = max(samples, 120)
+        self._next = (timestamp + self._frame) % (1 << 32)
+        return frames
+
+    def _pcm(self, data: bytes | None, samples: int, fec: bool) -> bytes:
+        try:
+            pcm = opuslib.api.decoder.decode(
+                self._state, data, len(data) if data else 0, samples, fec, channels=2
+            )
+        except opuslib.OpusError:
+            pcm = bytes(samples * 4)  # a packet libopus refuses: silence for its duration
+        return bytes(pcm)
+
+    @staticmethod
+    def _frame_of(pcm: bytes, timestamp: int) -> av.AudioFrame:
+        samples = np.frombuffer(pcm, np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="stereo")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = timestamp
+        frame.time_base = TIME_BASE
+        return frame
+
+
+def install_concealing_decoder() -> None:
+    """Make aiortc's receivers in this process decode Opus with `ConcealingOpusDecoder`."""
+    import aiortc.rtcrtpreceiver
+
+    receiver_module: Any = aiortc.rtcrtpreceiver
+    original = receiver_module.get_decoder
+    if getattr(original, "conceals", False):
+        return
+
+    def get_decoder(codec: Any) -> Any:
+        if codec.mimeType.lower() == "audio/opus":
+            return ConcealingOpusDecoder()
+        return original(codec)
+
+    get_decoder.conceals = True  # type: ignore[attr-defined]
+    receiver_module.get_decoder = get_decoder
