@@ -318,9 +318,11 @@ def longest_still(times: list[float], start: float, end: float) -> tuple[float, 
 
 def allowed_step(fps: int, period: float) -> float:
     """The longest step between an encoder group's frames at `fps` on a room clock ticking every
-    `period` seconds: its frame interval rounded up to whole ticks (plus 1 ms of rounding)."""
+    `period` seconds: its frame interval rounded up to whole ticks, plus one tick a shared 2-core
+    machine may steal (as in test_faults; the printed figures show the real steps), plus 1 ms of
+    rounding."""
     ticks = math.ceil(round(1 / fps / period, 6))
-    return ticks * period + 1e-3
+    return (ticks + 1) * period + 1e-3
 
 
 def underruns(room: Any, site: Any) -> int:
@@ -765,7 +767,7 @@ def test_holes_and_still_spans_are_measured_between_the_right_moments() -> None:
 
 
 def test_a_group_may_step_by_whole_clock_ticks() -> None:
-    # 10 fps on a 15 fps clock: frames alternate 67 and 133 ms apart
-    assert allowed_step(10, 1 / 15) == pytest.approx(2 / 15 + 1e-3)
-    assert allowed_step(15, 1 / 15) == pytest.approx(1 / 15 + 1e-3)
-    assert allowed_step(30, 1 / 30) == pytest.approx(1 / 30 + 1e-3)
+    # 10 fps on a 15 fps clock: frames alternate 67 and 133 ms apart; plus one stolen tick
+    assert allowed_step(10, 1 / 15) == pytest.approx(3 / 15 + 1e-3)
+    assert allowed_step(15, 1 / 15) == pytest.approx(2 / 15 + 1e-3)
+    assert allowed_step(30, 1 / 30) == pytest.approx(2 / 30 + 1e-3)
