@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from . import jitter
 from .exceptions import DialError
 from .recorder import Recorder
+from .tasks import stop_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -185,11 +186,7 @@ class Call:
             self._bytes = await _transport_bytes(self._pc)
             await self._pc.close()
             self._pc = None
-        for task in self._drains:
-            task.cancel()
-        for task in self._drains:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._drains)
         self._drains.clear()
         for track in (self._video_out, self._audio_out):
             if track is not None:

@@ -9,7 +9,6 @@ itself after `duration` seconds, so a forgotten page cannot hold a connection op
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
+
+from .tasks import stop_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +109,7 @@ class Echo:
         await self.pc.close()
         timer = self._timer
         if timer is not None and timer is not asyncio.current_task():
-            timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+            await stop_tasks([timer])
         counters = self.counters
         logger.info("room=%s site=%s link test %s ended%s", self.room_id, self.site_id, self.id,
                     f": {counters.kbps_in:.0f} kbit/s in, {counters.kbps_out:.0f} kbit/s out"

@@ -16,7 +16,6 @@ does (401 without or with a wrong token, 404 for an unknown room or site, 413/41
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from .config import ID_PATTERN
 from .exceptions import OfferError
 from .linktest import DURATION, Echo
 from .sdp import check_offer
+from .tasks import stop_tasks
 
 if TYPE_CHECKING:
     from .room import Room
@@ -214,10 +214,7 @@ class Pages:
         echoes = list(self.echoes.values())
         self.echoes.clear()
         await asyncio.gather(*(echo.close() for echo in echoes), return_exceptions=True)
-        for task in list(self._watchers):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._watchers)
 
 
 PAGES_KEY = web.AppKey("pages", Pages)

@@ -26,6 +26,7 @@ from .mixer import Mixer
 from .site import Site
 from .speaker import RoomSpeaker
 from .stats import snapshot
+from .tasks import stop_tasks
 from .viewer import Viewer
 from .video import Stage, VideoMixer
 
@@ -188,11 +189,7 @@ class Room:
 
     async def close(self) -> None:
         """Hang up every site, stop both clocks and every encoder."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         sites = list(self.sites.values())
         viewers = list(self.viewers.values())
         self.sites.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import ssl
@@ -21,6 +20,7 @@ from .pages import Pages
 from .ratelimit import FailureLimiter
 from .room import Room
 from .signaling import Signaling
+from .tasks import stop_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ class Server:
 
     async def close(self) -> None:
         if self._loop_watch is not None:
-            self._loop_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_watch
+            await stop_tasks([self._loop_watch])
         await asyncio.gather(*(room.close() for room in self.rooms.values()))
         if self._runner is not None:
             await self._runner.cleanup()

@@ -40,6 +40,7 @@ from . import jitter
 from .bitrate import AdaptiveProfile
 from .sdp import first_codec, ssrcs
 from .stats import SiteStats
+from .tasks import stop_tasks
 from .tracks import EncodedAudioTrack, EncodedVideoTrack, answer_with
 
 logger = logging.getLogger(__name__)
@@ -294,11 +295,7 @@ class Site:
         self.video_out.stop()
         self.audio_out.stop()
         await self.pc.close()
-        for task in self._drains:
-            task.cancel()
-        for task in self._drains:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._drains)
         self._drains.clear()
         self.video_slot = None
         self.audio_ring.clear()
