@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
@@ -115,6 +116,7 @@ def _not_int(value: object) -> bool:
     return not isinstance(value, int) or isinstance(value, bool)
 
 
+@functools.cache  # the mixer asks for every site on every 20 ms tick
 def settings_for_profile(audio_kbps: int, low_profile: bool) -> OpusSettings:
     """The encoder settings for a profile's audio rate.
 
