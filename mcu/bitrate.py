@@ -91,13 +91,21 @@ class AdaptiveProfile:
     def _bps(profile: Profile) -> int:
         return (profile.video_kbps + profile.audio_kbps) * 1000
 
-    def update(self, now: float, estimate_bps: float | None,
-               loss_fraction: float | None) -> ProfileChange | None:
-        """One observation; returns the change it causes, if any."""
+    def update(self, now: float, estimate_bps: float | None, loss_fraction: float | None,
+               sent_bps: float | None = None) -> ProfileChange | None:
+        """One observation; returns the change it causes, if any.
+
+        `sent_bps` is what actually went to the site over the last interval. An encoder showing
+        still pictures sends well under its profile's rate, and a receiver's estimate then sits
+        near 1.5x what arrives: below the profile's rate, yet no sign of a narrow link. So the
+        estimate starves the site only when it is below what is really being sent.
+        """
         loss = loss_fraction or 0.0
         current = self.profile
-        starved = (estimate_bps is not None
-                   and estimate_bps < self.down_margin * self._bps(current))
+        need = self._bps(current)
+        if sent_bps is not None and sent_bps > 0:
+            need = min(need, int(sent_bps))
+        starved = estimate_bps is not None and estimate_bps < self.down_margin * need
         lossy = loss > self.loss_down
         if (starved or lossy) and self.index > 0:
             self._low_since = now if self._low_since is None else self._low_since

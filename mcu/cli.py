@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     dial.add_argument("--video", type=Path, help="media file whose video is sent (looped)")
     dial.add_argument("--audio", type=Path,
                       help="media file whose audio is sent (looped; default: the --video file)")
+    dial.add_argument("--audio-kbps", type=int, default=32,
+                      help="Opus rate of the sent audio, mono with in-band FEC (default 32)")
     dial.add_argument("--max-width", type=int, default=1280,
                       help="scale sent video down to this width (default 1280)")
     dial.add_argument("--record", type=Path, help="write what is received to this file (.mp4)")
@@ -150,7 +152,7 @@ async def _dial(args: argparse.Namespace) -> int:
 
     from . import ice
     from .dial import Call
-    from .sources import FileTrack
+    from .sources import FileTrack, OpusTrack
 
     if not args.token:
         raise McuError("no token: pass --token or set MCU_TOKEN")
@@ -162,7 +164,12 @@ async def _dial(args: argparse.Namespace) -> int:
             raise McuError(f"no such media file: {path}")
     video = FileTrack(args.video, "video", max_width=args.max_width) if args.video else None
     audio_file = args.audio or args.video
-    audio = FileTrack(audio_file, "audio") if audio_file and _has_audio(audio_file) else None
+    audio = None
+    if audio_file and _has_audio(audio_file):
+        try:
+            audio = OpusTrack(FileTrack(audio_file, "audio"), args.audio_kbps)
+        except ValueError as exc:
+            raise McuError(f"--audio-kbps {args.audio_kbps}: {exc}") from None
     call = Call(args.url, args.token, video=video, audio=audio, record=args.record)
     if args.codec:
         from aiortc import RTCRtpSender

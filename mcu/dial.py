@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -63,6 +64,26 @@ class CallStats:
         return self.bytes_out * 8 / 1000 / self.seconds if self.seconds > 0 else 0.0
 
 
+LOWEST_VIDEO_BPS = 64_000  # the MCU's uplink floor (mcu.uplink.FLOOR_BPS)
+
+
+def follow_remb_down() -> None:
+    """Let aiortc's video encoders in this process go as low as the MCU asks.
+
+    aiortc clamps a REMB to at least 250 kbit/s (VP8) or 500 kbit/s (H.264) before it reaches
+    the encoder: on a 384 kbit/s district link that floor alone fills the uplink. The clamps are
+    module constants read at each REMB, so lowering them here is all it takes.
+    """
+    from aiortc.codecs import h264, vpx
+
+    module: Any
+    for module in (vpx, h264):
+        if module.MIN_BITRATE > LOWEST_VIDEO_BPS:
+            logger.debug("aiortc %s encoder floor lowered from %d to %d bit/s",
+                         module.__name__, module.MIN_BITRATE, LOWEST_VIDEO_BPS)
+            module.MIN_BITRATE = LOWEST_VIDEO_BPS
+
+
 class Call:
     """One dialled session: connect, receive, hang up."""
 
@@ -105,6 +126,8 @@ class Call:
 
     async def connect(self, timeout: float = 20.0) -> None:
         """Send the offer, apply the answer and start receiving."""
+        if self._video_out is not None:
+            follow_remb_down()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self._pc = pc
         if self._record_path is not None:
@@ -204,6 +227,10 @@ class Call:
                 return
             if track.kind == "video":
                 assert isinstance(frame, av.VideoFrame)
+                if self.video_frames == 0:
+                    logger.info("site=%s first picture %dx%d, %.1f s after connecting",
+                                self.site, frame.width, frame.height,
+                                time.monotonic() - self._connected_at)
                 self.latest_video = frame
                 self.video_frames += 1
                 self.frame_times.append(time.monotonic())

@@ -10,6 +10,7 @@ as long as a retransmission could take (`patience`, in media time), then skips i
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 AUDIO_PATIENCE = 0.0  # s: no NACK for audio; a late packet is as good as lost, and waiting
 # would leave the buffer behind for good (it gives out one frame per packet received)
 VIDEO_PATIENCE = 0.35  # s: time for a NACK and its retransmission on a 150 ms link
+NACK_TRIES = 2  # times one lost video packet is asked for
+NACK_SPACING = 0.15  # s between two asks for the same packet
+RTP_WINDOW = 128  # a jump further than this many packets is a restart, not a loss burst
 
 
 class PromptJitterBuffer(JitterBuffer):
@@ -105,13 +109,64 @@ class PromptJitterBuffer(JitterBuffer):
         return None
 
 
+class BoundedNacks:
+    """Which lost video packets to ask for again, in place of aiortc's `NackGenerator`.
+
+    aiortc's asks again for every packet still missing among the last 128 each time a new one
+    goes missing, without end. On a congested link that is a flood: at 50 % loss each NACK
+    names dozens of packets, the sender resends them all into the same full queue, and the
+    resent packets are lost and named again. Here each lost packet is asked for at most
+    `tries` times, `spacing` seconds apart, and not at all once the jitter buffer would have
+    passed over it (`patience`).
+
+    The receiver reads `missing` right after `add` returns True: it holds the packets due now.
+    """
+
+    def __init__(self, patience: float = VIDEO_PATIENCE, tries: int = NACK_TRIES,
+                 spacing: float = NACK_SPACING) -> None:
+        self.patience = patience
+        self.tries = tries
+        self.spacing = spacing
+        self.max_seq: int | None = None
+        self.missing: set[int] = set()  # due in the NACK about to be sent
+        self._lost: dict[int, tuple[float, float, int]] = {}  # seq: (noticed, last asked, asks)
+        self.asked = 0  # NACK entries sent, for tests and statistics
+
+    def add(self, packet: RtpPacket, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        seq = packet.sequence_number
+        if self.max_seq is None:
+            self.max_seq = seq
+            return False
+        ahead = (seq - self.max_seq) & 0xFFFF
+        if 0 < ahead < 0x8000:
+            for gap in range(1, min(ahead, RTP_WINDOW)):
+                self._lost[(self.max_seq + gap) & 0xFFFF] = (now, -1e9, 0)
+            self.max_seq = seq
+        else:
+            self._lost.pop(seq, None)  # late or resent: found
+
+        due: set[int] = set()
+        for lost, (noticed, asked_at, asks) in list(self._lost.items()):
+            if asks >= self.tries or now - noticed > self.patience:
+                del self._lost[lost]
+            elif now - asked_at >= self.spacing:
+                due.add(lost)
+                self._lost[lost] = (noticed, now, asks + 1)
+        self.missing = due
+        self.asked += len(due)
+        return bool(due)
+
+
 def install(receiver: Any, kind: str) -> None:
     """Give an aiortc receiver (before its first packet) a buffer that skips stale holes; its
-    Opus decoding then fills the holes (FEC, concealment: `opus.ConcealingOpusDecoder`)."""
+    Opus decoding then fills the holes (FEC, concealment: `opus.ConcealingOpusDecoder`). Video
+    asks for lost packets a bounded number of times (`BoundedNacks`)."""
     install_concealing_decoder()
     if kind == "audio":
         buffer = PromptJitterBuffer(16, prefetch=4, clock_rate=48000, patience=AUDIO_PATIENCE)
     else:
         buffer = PromptJitterBuffer(512, is_video=True, clock_rate=90000,
                                     patience=VIDEO_PATIENCE)
+        receiver._RTCRtpReceiver__nack_generator = BoundedNacks()
     receiver._RTCRtpReceiver__jitter_buffer = buffer

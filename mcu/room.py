@@ -27,6 +27,7 @@ from .site import Site
 from .speaker import RoomSpeaker
 from .stats import snapshot
 from .tasks import stop_tasks
+from .uplink import FLOOR_BPS, UplinkBudget
 from .viewer import Viewer
 from .video import Stage, VideoMixer
 
@@ -82,6 +83,10 @@ class Room:
 
         # the clock runs at the fastest profile any of the room's sites may use
         fps = max(profiles[config.profile_of(s.id)].fps for s in config.sites)
+        # no site need send more video than the richest profile among them carries
+        self.uplink_ceiling_bps = 1000 * max(
+            [profiles[config.profile].video_kbps]
+            + [profiles[config.profile_of(s.id)].video_kbps for s in config.sites])
         self.video_clock = Clock(f"video-{config.id}", 1 / fps, self._video_tick)
         self.audio_clock = Clock(f"audio-{config.id}", 0.020, self._audio_tick)
 
@@ -111,7 +116,8 @@ class Room:
             raise UnknownSite(site_id)
         own = self.profiles[self.config.profile_of(site_id)]
         adaptive = AdaptiveProfile(ladder(list(self.profiles.values()), own), own)
-        site = Site(self.id, site_config, adaptive, self.ice_servers)
+        uplink = UplinkBudget(max(self.uplink_ceiling_bps, FLOOR_BPS))
+        site = Site(self.id, site_config, adaptive, self.ice_servers, uplink)
         site.on_picture_loss = self._picture_lost
         site.video_out.on_overflow = lambda: self._picture_lost(site, "sender backlog")
         try:
@@ -231,12 +237,12 @@ class Room:
             for site in self.roster:
                 site.stats = await snapshot(site, site.stats, self.floor)
                 site.watch_decoding(now)
-                change = site.adaptive.update(now, site.remb_bps, site.loss_fraction)
+                sent = site.stats.kbps_out * 1000 if site.stats is not None else None
+                change = site.adaptive.update(now, site.remb_bps, site.loss_fraction, sent)
                 if change is not None:
                     logger.info("room=%s site=%s profile %s -> %s (%s)", self.id, site.id,
                                 change.before, change.after, change.reason)
-                if not site.receiving_video:
-                    await site.send_remb(HIDDEN_REMB_BPS)
+                await site.steer_uplink(now, None if site.receiving_video else HIDDEN_REMB_BPS)
 
     # --- operator actions: applied at the next frame, then every encoder sends a keyframe ------
 

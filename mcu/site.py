@@ -42,12 +42,29 @@ from .sdp import first_codec, ssrcs
 from .stats import SiteStats
 from .tasks import stop_tasks
 from .tracks import EncodedAudioTrack, EncodedVideoTrack, answer_with
+from .uplink import UplinkBudget, UplinkCounter
 
 logger = logging.getLogger(__name__)
 
 AUDIO_RING_FRAMES = 10  # 200 ms of 20 ms frames; older audio is dropped, never queued
 DECODE_WATCHDOG = 1.0  # seconds without a decoded frame before a keyframe is requested
 VOICE_FLAG_FRESH = 0.1  # seconds an audio-level header's voice flag counts
+RTP_HEADER_BYTES = 12
+UPLINK_DOWN = 0.85  # a budget under this share of the last one sent is passed on at once
+UPLINK_UP = 1.25  # a budget over this share of it, too; anything between keeps the last one
+
+
+class _QuietEstimator:
+    """aiortc's receive-side bitrate estimator, its estimates noted on the site, never sent."""
+
+    def __init__(self, inner: Any, site: Site) -> None:
+        self._inner = inner
+        self._site = site
+
+    def add(self, **packet: Any) -> None:
+        estimate = self._inner.add(**packet)
+        if estimate is not None:
+            self._site.delay_estimate_bps = float(estimate[0])
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class Site:
         config: SiteConfig,
         adaptive: AdaptiveProfile,
         ice_servers: list[RTCIceServer],
+        uplink: UplinkBudget | None = None,
     ) -> None:
         self.room_id = room_id
         self.config = config
@@ -97,6 +115,12 @@ class Site:
         self.keyframe_requests = 0  # picture-loss requests the site sent us
         self.stats: SiteStats | None = None  # the latest snapshot, refreshed by the room
         self.rembs_sent = 0
+        self.remb_sent_bps: int | None = None  # the last budget sent to the site
+        # the video rate the site is asked for (REMB), from what the MCU sees of its stream
+        self.uplink = uplink if uplink is not None else UplinkBudget(adaptive.profile.video_kbps
+                                                                     * 1000)
+        self.uplink_counter = UplinkCounter(time.monotonic())
+        self.delay_estimate_bps: float | None = None  # aiortc's receiver estimate, not sent
         self._video_sender: RTCRtpSender | None = None
         self._video_ssrcs: list[int] = []  # the site's video SSRCs, for PLI and REMB
         self._video_receiver: RTCRtpReceiver | None = None
@@ -146,6 +170,7 @@ class Site:
                 self._hook_video_sender(transceiver.sender)
             if transceiver.kind == "video":
                 self._video_receiver = transceiver.receiver
+                self._hook_video_receiver(transceiver.receiver)
             if transceiver.kind == "audio":
                 self._hook_audio_receiver(transceiver.receiver)
             jitter.install(transceiver.receiver, transceiver.kind)
@@ -166,6 +191,25 @@ class Site:
             await handle_rtp(packet, arrival_time_ms)
 
         hooked._handle_rtp_packet = on_rtp
+
+    def _hook_video_receiver(self, receiver: RTCRtpReceiver) -> None:
+        """Count the site's video packets for its uplink budget, and keep aiortc's delay-based
+        estimate to ourselves: the MCU sends one REMB of its own (`steer_uplink`), which would
+        otherwise be overwritten by aiortc's every second."""
+        hooked: Any = receiver
+        handle_rtp = receiver._handle_rtp_packet
+        retransmissions = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {})
+
+        async def on_rtp(packet: Any, arrival_time_ms: int) -> None:
+            self.uplink_counter.add(packet.ssrc, packet.sequence_number,
+                                    len(packet.payload) + RTP_HEADER_BYTES,
+                                    packet.ssrc in retransmissions)
+            await handle_rtp(packet, arrival_time_ms)
+
+        hooked._handle_rtp_packet = on_rtp
+        estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
+        if estimator is not None:
+            hooked._RTCRtpReceiver__remote_bitrate_estimator = _QuietEstimator(estimator, self)
 
     def says_voice(self, now: float) -> bool:
         """Whether the site's own audio-level header marked voice in the last 100 ms."""
@@ -254,6 +298,27 @@ class Site:
             self._spawn(receiver._send_rtcp_pli(ssrc))
             self.plis_sent += 1
 
+    async def steer_uplink(self, now: float, cap_bps: int | None = None) -> int:
+        """Judge the site's video over the last interval and send it its budget by REMB (no
+        more than `cap_bps`, for a site nobody sees). Called once a second.
+
+        Small moves are not passed on: some encoders restart, with a keyframe, whenever the
+        requested rate changes by 10 % (aiortc's VP8 does), so the site hears a new figure only
+        when the budget falls below `UPLINK_DOWN` or rises past `UPLINK_UP` of the last one.
+        """
+        budget = self.uplink.update(self.uplink_counter.read(now), self.delay_estimate_bps)
+        if cap_bps is not None:
+            budget = min(budget, cap_bps)
+        told = self.remb_sent_bps
+        if told is not None and UPLINK_DOWN * told <= budget <= UPLINK_UP * told:
+            budget = told
+        if budget != told:
+            logger.info("room=%s site=%s uplink budget %d kbit/s (%s)", self.room_id, self.id,
+                        budget // 1000, "not on screen" if cap_bps == budget
+                        else self.uplink.reason)
+        await self.send_remb(budget)
+        return budget
+
     async def send_remb(self, bps: int) -> None:
         """Ask the site to send its video at no more than `bps`."""
         receiver = self._video_receiver
@@ -266,6 +331,7 @@ class Site:
                                     fci=pack_remb_fci(bps, sources))
             await receiver._send_rtcp(packet)
             self.rembs_sent += 1
+            self.remb_sent_bps = bps
 
     async def _drain_video(self, track: MediaStreamTrack) -> None:
         while True:

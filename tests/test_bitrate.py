@@ -11,11 +11,12 @@ HIGH = Profile("high", 1280, 720, 30, 1500, 48)
 
 
 def run(adaptive: AdaptiveProfile, seconds: float, estimate: float | None,
-        loss: float = 0.0, start: float = 0.0) -> list[tuple[float, str]]:
+        loss: float = 0.0, start: float = 0.0,
+        sent: float | None = None) -> list[tuple[float, str]]:
     changes = []
     t = start
     while t < start + seconds - 1e-9:
-        change = adaptive.update(t, estimate, loss)
+        change = adaptive.update(t, estimate, loss, sent)
         if change:
             changes.append((round(change.time, 2), change.after))
         t += 0.5
@@ -69,3 +70,13 @@ def test_loss_alone_moves_a_site_down() -> None:
     changes = run(adaptive, 5, None, loss=0.15)
     assert changes == [(2.0, "low")]
     assert adaptive.history[0].reason == "loss 15%"
+
+
+def test_an_estimate_above_what_is_sent_is_no_congestion() -> None:
+    # still pictures: medium's encoder sends 400 kbit/s of its 832, and the receiver's estimate
+    # sits near 1.5x that (600), under the profile's rate but above what arrives: stay
+    adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM, probe_after=1000)
+    assert run(adaptive, 20, 600_000, sent=400_000) == []
+    # the same estimate under what is really sent (700 of 832) is a narrow link: down
+    assert run(adaptive, 5, 600_000, sent=700_000, start=20) == [(22.0, "low")]
+    assert adaptive.history[0].reason == "estimate 600 kbit/s"
