@@ -172,7 +172,18 @@ class Call:
         self.answer_sdp = body
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         self._connected_at = time.monotonic()
+        self._drains.append(asyncio.ensure_future(self._tune_receiving(pc)))
         logger.info("site=%s connected, session %s", self.site, self.location)
+
+    async def _tune_receiving(self, pc: RTCPeerConnection) -> None:
+        """Once a second, fit the wait for resent video to the round trip our senders measure
+        from the MCU's receiver reports (`jitter.tune`)."""
+        video = [t.receiver for t in pc.getTransceivers() if t.kind == "video"]
+        while video:
+            await asyncio.sleep(1.0)
+            trips = [getattr(sender, "_RTCRtpSender__rtt", None) for sender in pc.getSenders()]
+            rtt = next((float(t) for t in trips if t is not None), None)
+            jitter.tune(video[0], rtt)
 
     @property
     def negotiated_video_codec(self) -> str | None:

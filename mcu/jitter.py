@@ -23,9 +23,14 @@ logger = logging.getLogger(__name__)
 
 AUDIO_PATIENCE = 0.0  # s: no NACK for audio; a late packet is as good as lost, and waiting
 # would leave the buffer behind for good (it gives out one frame per packet received)
-VIDEO_PATIENCE = 0.35  # s: time for a NACK and its retransmission on a 150 ms link
+VIDEO_PATIENCE = 0.35  # s: time for a NACK and its retransmission on a short link
 NACK_TRIES = 2  # times one lost video packet is asked for
 NACK_SPACING = 0.15  # s between two asks for the same packet
+# on a longer link both follow the round trip (`tune`): a resent packet comes back one round
+# trip after the NACK, plus a frame or two; never more than MAX_PATIENCE of standing still
+PATIENCE_PER_RTT = 1.3
+PATIENCE_MARGIN = 0.1  # s
+MAX_PATIENCE = 1.0  # s
 RTP_WINDOW = 128  # a jump further than this many packets is a restart, not a loss burst
 
 
@@ -33,6 +38,7 @@ class PromptJitterBuffer(JitterBuffer):
     def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False,
                  clock_rate: int = 90000, patience: float = VIDEO_PATIENCE) -> None:
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
+        self.clock_rate = clock_rate
         self.patience_ticks = int(patience * clock_rate)
         self.holes_skipped = 0
         self._newest: RtpPacket | None = None
@@ -156,6 +162,31 @@ class BoundedNacks:
         self.missing = due
         self.asked += len(due)
         return bool(due)
+
+
+def patience_for(rtt: float | None) -> float:
+    """How long video waits for a lost packet on a link with this round trip (seconds)."""
+    if rtt is None or rtt <= 0:
+        return VIDEO_PATIENCE
+    return min(MAX_PATIENCE, max(VIDEO_PATIENCE, PATIENCE_PER_RTT * rtt + PATIENCE_MARGIN))
+
+
+def tune(receiver: Any, rtt: float | None) -> None:
+    """Fit a video receiver's waiting for retransmissions to the link's round trip: long enough
+    for one resend to come back, and no second ask before the first could have been answered.
+    Receivers without our buffer (never installed) are left alone."""
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    nacks = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+    if not isinstance(buffer, PromptJitterBuffer) or not isinstance(nacks, BoundedNacks):
+        return
+    patience = patience_for(rtt)
+    ticks = int(patience * buffer.clock_rate)
+    if ticks != buffer.patience_ticks:
+        logger.debug("video patience %.0f ms for a %s round trip", patience * 1000,
+                     "unknown" if rtt is None else f"{rtt * 1000:.0f} ms")
+    buffer.patience_ticks = ticks
+    nacks.patience = patience
+    nacks.spacing = max(NACK_SPACING, rtt or 0.0)
 
 
 def install(receiver: Any, kind: str) -> None:

@@ -5,7 +5,8 @@ encoders, so encoding never stalls the loop. The queue is bounded: when the disk
 up, frames are dropped and counted instead of piling up.
 
 A container's streams must all exist before its header is written, so frames are held back until
-every expected kind has delivered one (or until `wait_for_kinds` seconds have passed).
+every expected kind has delivered one (or until `wait_for_kinds` seconds have passed: a site on a
+lossy link may wait several seconds for its first picture).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Recorder:
         path: str | Path,
         kinds: tuple[str, ...] = ("video", "audio"),
         queue_size: int = 120,
-        wait_for_kinds: float = 3.0,
+        wait_for_kinds: float = 10.0,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,7 @@ class Recorder:
         self._audio_samples = 0
         self._audio_origin: int | None = None
         self.audio_gaps = 0
+        self._late: set[str] = set()  # kinds that came after the header was written
         self._thread = threading.Thread(target=self._run, name=f"recorder-{self.path.name}")
         self._thread.start()
 
@@ -118,7 +120,12 @@ class Recorder:
         assert self._container is not None
         stream = self._streams.get(kind)
         if stream is None:
-            return  # a kind that showed up too late for the header
+            # a kind that showed up too late for the header
+            if kind not in self._late:
+                self._late.add(kind)
+                logger.warning("%s: first %s came more than %.0f s after the recording began; "
+                               "it is not recorded", self.path, kind, self.wait_for_kinds)
+            return
         if isinstance(frame, av.VideoFrame):
             if (frame.width, frame.height) != (stream.width, stream.height):
                 frame = frame.reformat(width=stream.width, height=stream.height)

@@ -237,6 +237,7 @@ class Room:
             for site in self.roster:
                 site.stats = await snapshot(site, site.stats, self.floor)
                 site.watch_decoding(now)
+                site.tune_receiving()
                 sent = site.stats.kbps_out * 1000 if site.stats is not None else None
                 change = site.adaptive.update(now, site.remb_bps, site.loss_fraction, sent)
                 if change is not None:

@@ -280,6 +280,11 @@ class Site:
         self._drains = [task for task in self._drains if not task.done()]
         self._drains.append(asyncio.ensure_future(coroutine))
 
+    def tune_receiving(self) -> None:
+        """Fit the wait for resent video packets to the site's round trip (`jitter.tune`)."""
+        if self._video_receiver is not None:
+            jitter.tune(self._video_receiver, self.rtt)
+
     def watch_decoding(self, now: float) -> None:
         """The decode watchdog: video that has not decoded for `DECODE_WATCHDOG` seconds (lost
         packets, a broken reference) gets a keyframe request; the tile keeps the last good frame

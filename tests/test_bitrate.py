@@ -77,6 +77,8 @@ def test_an_estimate_above_what_is_sent_is_no_congestion() -> None:
     # sits near 1.5x that (600), under the profile's rate but above what arrives: stay
     adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM, probe_after=1000)
     assert run(adaptive, 20, 600_000, sent=400_000) == []
-    # the same estimate under what is really sent (700 of 832) is a narrow link: down
-    assert run(adaptive, 5, 600_000, sent=700_000, start=20) == [(22.0, "low")]
-    assert adaptive.history[0].reason == "estimate 600 kbit/s"
+    # 10 % under what is really sent (660 of 832 sent, 600 estimated): a wandering estimate
+    assert run(adaptive, 10, 600_000, sent=660_000, start=20) == []
+    # well under it (500 for 700 sent, below 0.8 x): a narrow link, down
+    assert run(adaptive, 5, 500_000, sent=700_000, start=30) == [(32.0, "low")]
+    assert adaptive.history[0].reason == "estimate 500 kbit/s"
