@@ -36,10 +36,11 @@ class AdaptiveProfile:
 
     Down one step when the estimate stays below `down_margin` x the current profile's total
     bitrate (or what is really sent, when less) for `down_after` seconds, or the loss stays above
-    `loss_down` for as long. The margin leaves room for estimates that wander 10-15 % under
-    what arrives on a healthy link (aiortc's delay-based estimator on a busy machine does): a
-    narrow link shows a clear shortfall, or loss. Up one step
-    when the estimate stays above `up_margin` x the next profile's total with loss under
+    `loss_down` for as long; loss above `loss_heavy` (a link far over its capacity, where every
+    second costs the site its pictures) moves it after `heavy_after`. The margin leaves room for
+    estimates that wander 10-15 % under what arrives on a healthy link (aiortc's delay-based
+    estimator on a busy machine does): a narrow link shows a clear shortfall, or loss. Up one
+    step when the estimate stays above `up_margin` x the next profile's total with loss under
     `loss_up` for `up_after` seconds. After any change, no other for `hold` seconds.
 
     A receiver's estimate rarely climbs far above what it receives (delay-based estimators cap
@@ -57,8 +58,10 @@ class AdaptiveProfile:
         down_margin: float = 0.8,
         up_margin: float = 1.3,
         loss_down: float = 0.10,
+        loss_heavy: float = 0.25,
         loss_up: float = 0.02,
         down_after: float = 2.0,
+        heavy_after: float = 1.0,
         up_after: float = 8.0,
         hold: float = 8.0,
         probe_after: float = 20.0,
@@ -72,8 +75,10 @@ class AdaptiveProfile:
         self.down_margin = down_margin
         self.up_margin = up_margin
         self.loss_down = loss_down
+        self.loss_heavy = loss_heavy
         self.loss_up = loss_up
         self.down_after = down_after
+        self.heavy_after = heavy_after
         self.up_after = up_after
         self.hold = hold
         self.probe_after = probe_after
@@ -134,7 +139,8 @@ class AdaptiveProfile:
             return None
         estimate = (f"estimate {estimate_bps / 1000:.0f} kbit/s" if estimate_bps is not None
                     else "no estimate")
-        if self._low_since is not None and now - self._low_since >= self.down_after:
+        wait = self.heavy_after if loss > self.loss_heavy else self.down_after
+        if self._low_since is not None and now - self._low_since >= wait:
             if self._probed_at is not None and now - self._probed_at <= self.probe_window:
                 self._probe_wait = min(self._probe_wait * 2, 8 * self.probe_after)
             self._probed_at = None

@@ -161,6 +161,9 @@ class Site:
                         pc.connectionState)
             if pc.connectionState in ("failed", "closed"):
                 self.closed.set()
+            elif pc.connectionState == "connected":
+                # the budget at once: a sender starts at its own rate until told otherwise
+                self._spawn(self.send_remb(self.uplink.bps))
 
         answer = await answer_with(pc, offer_sdp, self.video_out, self.audio_out)
         self._video_ssrcs = ssrcs(offer_sdp, "video")

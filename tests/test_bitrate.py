@@ -65,6 +65,12 @@ def test_a_calm_link_is_probed_and_failed_probes_back_off() -> None:
     assert run(adaptive, 42, 400_000, start=33) == [(71.5, "medium")]
 
 
+def test_heavy_loss_moves_a_site_down_sooner() -> None:
+    adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM)
+    assert run(adaptive, 5, None, loss=0.40) == [(1.0, "low")]
+    assert adaptive.history[0].reason == "loss 40%"
+
+
 def test_loss_alone_moves_a_site_down() -> None:
     adaptive = AdaptiveProfile(ladder([LOW, MEDIUM], MEDIUM), MEDIUM)
     changes = run(adaptive, 5, None, loss=0.15)
