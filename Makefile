@@ -10,10 +10,11 @@ INSTALLED := $(VENV)/.installed
 # venv, compiler and headers build the kernel; opuslib loads libopus0; espeak-ng speaks the demo's
 # sentences; ffmpeg is the media tool of the docs and tests; DejaVu draws the site labels;
 # chromium is the browser site of the browser tests; iproute2, iptables and libnetfilter-queue
-# (headers for the PyPI NetfilterQueue) make the impaired links of tests/test_impaired.py
+# (headers for the PyPI NetfilterQueue) make the impaired links of tests/test_impaired.py;
+# libyuv0 is one of the methods benchmarks/bench_composite.py times the kernel against
 SYSTEM_PACKAGES := python3-venv python3-dev gcc libc6-dev libopus0 \
 	espeak-ng ffmpeg fonts-dejavu-core chromium \
-	iproute2 iptables libnetfilter-queue-dev
+	iproute2 iptables libnetfilter-queue-dev libyuv0
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -48,7 +49,7 @@ system-packages:
 $(VENV_PYTHON): | system-packages
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): $(VENV_PYTHON) pyproject.toml setup.py mcu/_mix.pyx
+$(INSTALLED): $(VENV_PYTHON) pyproject.toml setup.py mcu/_mix.pyx mcu/_simd.h
 	$(VENV_PYTHON) -m pip install --upgrade pip
 	$(VENV_PYTHON) -m pip install -e '.[test]'
 	touch $@

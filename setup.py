@@ -10,6 +10,7 @@ from setuptools import Extension, setup
 kernel = Extension(
     "mcu._mix",
     ["mcu/_mix.pyx"],
+    depends=["mcu/_simd.h"],
     include_dirs=[numpy.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math"],

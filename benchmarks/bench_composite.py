@@ -1,4 +1,4 @@
-"""How long one composite canvas takes: the kernel beside OpenCV, swscale, numpy and ffmpeg.
+"""How long one composite canvas takes: the kernel beside OpenCV, swscale, libyuv, numpy, ffmpeg.
 
 Every method builds the same full I420 canvas from the same decoded pictures, one distinct
 picture per tile, letterboxed into the tile the way `mcu._mix.scale_into_tile` does it. The
@@ -12,6 +12,8 @@ many threads as its BLAS library picks.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import shutil
 import subprocess
@@ -55,7 +57,10 @@ CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 FIRST_FRAME = 6
 FRAME_STEP = 7
 
-METHODS = ("kernel", "opencv", "swscale", "numpy", "ffmpeg", "floor")
+METHODS = ("kernel", "opencv", "swscale", "libyuv", "numpy", "ffmpeg", "floor", "read")
+
+# libyuv's FilterMode value for area averaging (kFilterBox), what the other methods do too
+LIBYUV_BOX = 3
 
 # targets the fast kernel is to meet (kernel time / other method's time)
 TARGET_LAYOUT = ("3x3", (1280, 720))
@@ -72,7 +77,7 @@ FFMPEG_EXTRA_SECONDS = 0.6
 
 @dataclass(frozen=True)
 class Rounds:
-    fast: int  # kernel, opencv, swscale, floor
+    fast: int  # kernel, opencv, swscale, libyuv, floor, read
     numpy: int
     ffmpeg: int
     ffmpeg_extra: int | None  # frames of ffmpeg's long run past its short one; None: calibrate
@@ -265,6 +270,67 @@ def draw_floor(case: Case, canvas: Planes) -> Callable[[], None]:
     return draw
 
 
+def load_libyuv() -> ctypes.CDLL | None:
+    """libyuv through ctypes with I420Scale's argument types, or None when it is not installed."""
+    for name in (ctypes.util.find_library("yuv"), "libyuv.so.0"):
+        if name is None:
+            continue
+        try:
+            library = ctypes.CDLL(name)
+        except OSError:
+            continue
+        plane, number = ctypes.c_void_p, ctypes.c_int
+        # (plane, stride) for Y, U, V and width, height: the source, then the destination
+        picture = (plane, number, plane, number, plane, number, number, number)
+        library.I420Scale.argtypes = (*picture, *picture, number)
+        library.I420Scale.restype = number
+        return library
+    return None
+
+
+def draw_libyuv(case: Case, canvas: Planes, libyuv: ctypes.CDLL) -> Callable[[], None]:
+    """I420Scale with the box filter, writing straight into the image rectangle of the canvas."""
+    calls: list[list[int]] = []
+    for p in case.placed:
+        args: list[int] = []
+        for src in p.planes:
+            args += [src.ctypes.data, src.strides[0]]
+        args += [p.planes[0].shape[1], p.planes[0].shape[0]]
+        for dst, (_, image) in zip(canvas, p.rects()):
+            x, y, _, _ = image
+            args += [dst.ctypes.data + y * dst.strides[0] + x, dst.strides[0]]
+        args += [p.image[2], p.image[3], LIBYUV_BOX]
+        calls.append(args)
+    scale = libyuv.I420Scale
+
+    def draw() -> None:
+        for p, args in zip(case.placed, calls):
+            for dst, (tile, image), bg in zip(canvas, p.rects(), BACKGROUND):
+                fill_bars(dst, tile, image, bg)
+            if scale(*args) != 0:
+                raise RuntimeError(f"libyuv I420Scale failed for tile {p.tile}")
+
+    return draw
+
+
+def draw_read(case: Case) -> Callable[[], None]:
+    """Read every source plane once (copied into one small reused buffer), draw nothing.
+
+    Any resize has to read these bytes, so kernel/read near 1 means the kernel waits on memory
+    rather than on arithmetic. It is a rough floor: numpy copies row by row without
+    prefetching ahead, so a kernel that prefetches can come in below it.
+    """
+    largest = max(src.size for p in case.placed for src in p.planes)
+    scratch = np.empty(largest, np.uint8)
+
+    def draw() -> None:
+        for p in case.placed:
+            for src in p.planes:
+                np.copyto(scratch[: src.size].reshape(src.shape), src)
+
+    return draw
+
+
 # ---------------------------------------------------------------------------------------------
 # ffmpeg: scale + pad per tile, xstack, over one raw frame per tile looped in the graph
 
@@ -378,6 +444,7 @@ def run_case(
     case: Case,
     rounds: Rounds,
     cv2: ModuleType | None,
+    libyuv: ctypes.CDLL | None,
     ffmpeg: str | None,
     scratch: Path,
 ) -> list[common.Row]:
@@ -389,14 +456,20 @@ def run_case(
         "swscale": draw_swscale(case, canvases["swscale"]),
         "numpy": draw_numpy(case, canvases["numpy"]),
         "floor": draw_floor(case, canvases["floor"]),
+        "read": draw_read(case),
     }
     if cv2 is not None:
         draws["opencv"] = draw_opencv(case, canvases["opencv"], cv2)
+    if libyuv is not None:
+        draws["libyuv"] = draw_libyuv(case, canvases["libyuv"], libyuv)
 
     # draw once each (the warm-up), and compare every canvas with the numpy reference
     for draw in draws.values():
         draw()
-    diffs = {name: max_diff(canvases[name], canvases["numpy"]) for name in draws}
+    diffs: dict[str, int | None] = {
+        name: max_diff(canvases[name], canvases["numpy"]) for name in draws if name != "read"
+    }
+    diffs["read"] = None  # draws no canvas
 
     samples = {name: common.timed(draw) for name, draw in draws.items()}
     wanted = {name: rounds.fast for name in samples}
@@ -441,6 +514,8 @@ def verdicts(case: Case, ms: dict[str, float]) -> dict[str, object]:
     vs_opencv = common.ratio(kernel, ms.get("opencv"))
     vs_swscale = common.ratio(kernel, ms.get("swscale"))
     vs_floor = common.ratio(kernel, ms.get("floor"))
+    vs_libyuv = common.ratio(kernel, ms.get("libyuv"))
+    vs_read = common.ratio(kernel, ms.get("read"))
     targets = []
     if (case.layout, case.canvas) == TARGET_LAYOUT and case.shrinks:
         targets.append(
@@ -457,7 +532,9 @@ def verdicts(case: Case, ms: dict[str, float]) -> dict[str, object]:
         **case.names,
         "kernel/opencv": vs_opencv,
         "kernel/swscale": vs_swscale,
+        "kernel/libyuv": vs_libyuv,
         "kernel/floor": vs_floor,
+        "kernel/read": vs_read,
         "targets": "; ".join(targets) or "-",
     }
 
@@ -492,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     cv2 = load_cv2()
+    libyuv = load_libyuv()
     ffmpeg = shutil.which("ffmpeg")
     notes = [
         f"kernel: mcu._mix (compiled {Path(_mix.__file__).name})",
@@ -499,11 +577,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cv2 is None
         else f"opencv: {cv2.__version__}, INTER_AREA, 1 thread",
         f"swscale: PyAV {av.__version__}, AREA",
+        "libyuv: skipped, no libyuv shared library (Debian: apt install libyuv0)"
+        if libyuv is None
+        else f"libyuv: {libyuv._name}, I420Scale with kFilterBox",
         "ffmpeg: skipped, no ffmpeg binary on PATH"
         if ffmpeg is None
         else f"ffmpeg: {ffmpeg}, scale flags=area + pad + xstack, 1 filter thread",
         f"numpy: mcu._mix_ref with numpy {np.__version__} (BLAS threads as configured)",
         "floor: pictures scaled beforehand, only bars and copies timed",
+        "read: every source plane read once (numpy copy into a small reused buffer), no canvas",
     ]
     for note in notes:
         print(note)
@@ -515,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mcu-bench-") as scratch:
         for case in all_cases(layouts, pictures):
-            case_rows = run_case(case, rounds, cv2, ffmpeg, Path(scratch))
+            case_rows = run_case(case, rounds, cv2, libyuv, ffmpeg, Path(scratch))
             rows += case_rows
             ms = {str(row["method"]): float(row["ms_median"]) for row in case_rows}
             summary.append(verdicts(case, ms))
@@ -523,7 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  done: {names}", file=sys.stderr, flush=True)
 
     columns = ["layout", "canvas", "source", "method", "ms_median", "rounds", "max_diff_vs_numpy"]
-    ratios = ["layout", "canvas", "source", "kernel/opencv", "kernel/swscale", "kernel/floor"]
+    ratios = [
+        "layout", "canvas", "source",
+        "kernel/opencv", "kernel/swscale", "kernel/libyuv", "kernel/floor", "kernel/read",
+    ]  # fmt: skip
     print()
     print(common.table(rows, columns))
     print()

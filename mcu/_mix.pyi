@@ -97,3 +97,12 @@ def _cache_clear() -> None:
 
 _CACHE_CAPACITY: int
 """Weight tables the cache keeps before it drops the least recently used."""
+
+_SIMD_LEVELS: tuple[str, ...]
+"""SIMD levels this CPU can run, from "portable" up to the best ("sse2", "avx2")."""
+
+def _simd(name: str | None = None) -> str:
+    """Switch the video loops to SIMD level `name`; return the previous level.
+
+    Without a name, return the current level unchanged. Every level gives the same bytes.
+    """

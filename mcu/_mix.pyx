@@ -24,6 +24,10 @@ a sample with `taps` source samples along both axes is within about `taps` / 256
 result; resizes that would need more than `MAX_FIXED_TAPS` fall back to a slower path in doubles.
 Exact 2x and 4x shrinks have their own loops (means of 2x2 and 4x4 blocks, exact in integers), and
 a vertical shrink by a whole factor sums its rows before it scales them.
+
+On x86-64 the loops of ``_simd.h`` take over where they pay: SSE2 for the exact shrinks, and,
+when the CPU has AVX2, bands of 16 rows whose vertical pass is transposed in registers. They give
+the same bytes as the portable loops here; ``_simd()`` picks the level (tests compare them).
 """
 
 import logging
@@ -52,6 +56,40 @@ cdef extern from *:
     # without it, stores to eight rows of bytes could alias each other and are not vectorised
     ctypedef uint8_t *bytes_out "uint8_t *CYTHON_RESTRICT"
     ctypedef const uint8_t *const_bytes_in "const uint8_t *CYTHON_RESTRICT"
+
+cdef extern from "_simd.h":
+    # SIMD loops, bit-identical to the portable ones below (see the header)
+    int MCU_PORTABLE, MCU_SSE2, MCU_AVX2
+    enum: MCU_WIDE
+    int MCU_BAND_COPY, MCU_BAND_WEIGHTED, MCU_BAND_EQUAL
+    ctypedef struct mcu_band:
+        const uint8_t *first[MCU_WIDE]
+        Py_ssize_t count[MCU_WIDE]
+        const uint16_t *weight[MCU_WIDE]
+        int mode
+        uint16_t bias, lift, scale
+        const uint8_t *ahead
+        Py_ssize_t ahead_rows
+    int mcu_best_level() noexcept nogil
+    void mcu_halve_sse2(
+        const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
+        Py_ssize_t w, Py_ssize_t h,
+    ) noexcept nogil
+    void mcu_quarter_sse2(
+        const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
+        Py_ssize_t w, Py_ssize_t h,
+    ) noexcept nogil
+    void mcu_vertical_band_wide(
+        const mcu_band *b, Py_ssize_t stride, Py_ssize_t width, uint16_t *mixed
+    ) noexcept nogil
+    void mcu_horizontal_wide(
+        const int32_t *start, const uint16_t *weight, const uint16_t *lane, Py_ssize_t taps,
+        Py_ssize_t dst_len, const uint16_t *mixed, uint8_t *out,
+        const uint8_t *next, Py_ssize_t next_stride, Py_ssize_t next_rows,
+    ) noexcept nogil
+    void mcu_spread_wide(
+        const uint8_t *out, Py_ssize_t width, uint8_t *dst, Py_ssize_t stride, Py_ssize_t rows
+    ) noexcept nogil
 
 cdef enum:
     LANES = 8  # output rows per band: one 128-bit vector of 16-bit samples
@@ -267,9 +305,10 @@ cdef void _fill_table(Table *t) noexcept:
 cdef class _Scratch:
     """Band buffers of the 16-bit resize (and the float row of the audio mix)."""
 
-    cdef uint16_t *rows  # LANES rows of `width` samples: the vertical pass
-    cdef uint16_t *mixed  # width * LANES: the band interleaved
-    cdef uint8_t *out  # out_width * LANES: the horizontal pass, interleaved
+    # room for MCU_WIDE (16) rows: the portable path uses the first LANES of them
+    cdef uint16_t *rows  # rows of `width` samples: the vertical pass
+    cdef uint16_t *mixed  # width * rows: the band interleaved
+    cdef uint8_t *out  # out_width * rows: the horizontal pass, interleaved
     cdef float *total  # the audio mix
     cdef Py_ssize_t width
     cdef Py_ssize_t out_width
@@ -285,19 +324,19 @@ cdef class _Scratch:
         """Grow the band buffers to rows of `width` source and `out_width` output samples."""
         cdef void *p
         if width > self.width:
-            p = realloc(self.rows, LANES * width * sizeof(uint16_t))
+            p = realloc(self.rows, MCU_WIDE * width * sizeof(uint16_t))
             if p == NULL:
                 raise MemoryError(f"no memory for a {width}-sample band")
             self.rows = <uint16_t *>p
             # a short last band interleaves rows it never computed: let them be zeros
-            memset(self.rows, 0, LANES * width * sizeof(uint16_t))
-            p = realloc(self.mixed, LANES * width * sizeof(uint16_t))
+            memset(self.rows, 0, MCU_WIDE * width * sizeof(uint16_t))
+            p = realloc(self.mixed, MCU_WIDE * width * sizeof(uint16_t))
             if p == NULL:
                 raise MemoryError(f"no memory for a {width}-sample band")
             self.mixed = <uint16_t *>p
             self.width = width
         if out_width > self.out_width:
-            p = realloc(self.out, LANES * out_width)
+            p = realloc(self.out, MCU_WIDE * out_width)
             if p == NULL:
                 raise MemoryError(f"no memory for a {out_width}-sample band")
             self.out = <uint8_t *>p
@@ -327,6 +366,31 @@ cdef _Scratch _take_scratch():
 cdef void _give_scratch(_Scratch scratch) noexcept:
     if len(_pool) < POOL_SIZE:
         _pool.append(scratch)
+
+
+# ---------------------------------------------------------------------------------------------
+# SIMD level: the best the CPU has, chosen once at import; tests lower it to compare the paths
+
+
+_LEVEL_NAMES = ("portable", "sse2", "avx2")
+cdef int _best = mcu_best_level()
+cdef int _level = _best
+_SIMD_LEVELS = _LEVEL_NAMES[: _best + 1]
+
+
+def _simd(name=None):
+    """Switch the video loops to SIMD level `name` (one of `_SIMD_LEVELS`); return the old one.
+
+    Without a name, only return the current level. Not thread-safe: a private switch for tests
+    and benchmarks.
+    """
+    global _level
+    previous = _LEVEL_NAMES[_level]
+    if name is not None:
+        if name not in _SIMD_LEVELS:
+            raise ValueError(f"SIMD level must be one of {_SIMD_LEVELS}, got {name!r}")
+        _level = _LEVEL_NAMES.index(name)
+    return previous
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,6 +610,74 @@ cdef void _resample_fixed(
         _spread(scratch.out, out_w, dst + top * dst_stride, dst_stride, rows)
 
 
+cdef void _describe_band(
+    const Table *v, Py_ssize_t top, Py_ssize_t rows,
+    const uint8_t *src, Py_ssize_t stride, mcu_band *b,
+) noexcept nogil:
+    """The source rows and weights of output rows top .. top + rows - 1, for _simd.h."""
+    cdef Py_ssize_t r, i, first, last
+    b.mode = MCU_BAND_COPY if v.kind == COPY else (
+        MCU_BAND_EQUAL if v.factor else MCU_BAND_WEIGHTED
+    )
+    b.bias = <uint16_t>(v.taps // 2)
+    b.lift = <uint16_t>(1 << v.pre_shift)
+    b.scale = v.scale
+    for r in range(MCU_WIDE):
+        # rows past a short last band repeat its last row: computed, never stored
+        i = top + r if r < rows else top + rows - 1
+        if v.factor:
+            b.first[r] = src + (v.start[i] + v.lead[i]) * stride
+            b.count[r] = v.factor
+        else:
+            # all `taps` rows, zero weights included: a product with 0 adds nothing, and one
+            # row count for the whole band lets the loop be unrolled
+            b.first[r] = src + v.start[i] * stride
+            b.count[r] = v.taps
+        b.weight[r] = v.weight + i * v.taps
+    b.ahead = src
+    b.ahead_rows = 0
+    if top + MCU_WIDE < v.dst_len:
+        i = top + MCU_WIDE
+        first = v.start[i] + (v.lead[i] if v.factor else 0)
+        i = top + 2 * MCU_WIDE - 1 if top + 2 * MCU_WIDE <= v.dst_len else v.dst_len - 1
+        last = v.start[i] + (v.lead[i] + v.factor if v.factor else v.taps)
+        b.ahead = src + first * stride
+        b.ahead_rows = last - first
+
+
+cdef void _resample_wide(
+    const Table *h, const Table *v, _Scratch scratch,
+    const uint8_t *src, Py_ssize_t src_stride,
+    uint8_t *dst, Py_ssize_t dst_stride,
+) noexcept nogil:
+    """`_resample_fixed` with AVX2: bands of MCU_WIDE rows, transposed with vector shuffles."""
+    cdef Py_ssize_t width = h.src_len
+    cdef Py_ssize_t out_w = h.dst_len
+    cdef Py_ssize_t out_h = v.dst_len
+    cdef Py_ssize_t index, top, r, rows, later
+    cdef uint16_t *band = scratch.rows
+    cdef mcu_band b
+    for index in range((out_h + MCU_WIDE - 1) // MCU_WIDE):
+        top = index * MCU_WIDE
+        rows = out_h - top if out_h - top < MCU_WIDE else MCU_WIDE
+        if h.kind == COPY:
+            # columns copied (rare in tiles): the portable rows need no transposes
+            for r in range(rows):
+                _vertical(v, top + r, src, src_stride, band + r * width, width)
+                _narrow(band + r * width, dst + (top + r) * dst_stride, out_w)
+            continue
+        _describe_band(v, top, rows, src, src_stride, &b)
+        mcu_vertical_band_wide(&b, src_stride, width, scratch.mixed)
+        # the next band's canvas rows are prefetched on the way
+        later = out_h - top - MCU_WIDE
+        mcu_horizontal_wide(
+            h.start, h.weight, h.lane, h.taps, out_w, scratch.mixed, scratch.out,
+            dst + (top + MCU_WIDE) * dst_stride, dst_stride,
+            0 if later < 0 else (later if later < MCU_WIDE else MCU_WIDE),
+        )
+        mcu_spread_wide(scratch.out, out_w, dst + top * dst_stride, dst_stride, rows)
+
+
 cdef void _copy_plane(
     const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
     Py_ssize_t w, Py_ssize_t h,
@@ -610,11 +742,20 @@ cdef void _resample(
     if h.kind == COPY and v.kind == COPY:
         _copy_plane(src, src_stride, dst, dst_stride, w, hh)
     elif sw == 2 * w and sh == 2 * hh:
-        _halve(src, src_stride, dst, dst_stride, w, hh)
+        if _level >= MCU_SSE2:
+            mcu_halve_sse2(src, src_stride, dst, dst_stride, w, hh)
+        else:
+            _halve(src, src_stride, dst, dst_stride, w, hh)
     elif sw == 4 * w and sh == 4 * hh:
-        _quarter(src, src_stride, dst, dst_stride, w, hh, scratch.rows)
+        if _level >= MCU_SSE2:
+            mcu_quarter_sse2(src, src_stride, dst, dst_stride, w, hh)
+        else:
+            _quarter(src, src_stride, dst, dst_stride, w, hh, scratch.rows)
     elif h.taps + v.taps <= MAX_FIXED_TAPS:
-        _resample_fixed(h, v, scratch, src, src_stride, dst, dst_stride)
+        if _level >= MCU_AVX2:
+            _resample_wide(h, v, scratch, src, src_stride, dst, dst_stride)
+        else:
+            _resample_fixed(h, v, scratch, src, src_stride, dst, dst_stride)
     else:
         _resample_float(h, v, scratch, src, src_stride, dst, dst_stride)
 

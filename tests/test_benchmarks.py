@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
 import json
 import shutil
@@ -38,7 +39,9 @@ def run_quick(script: str, tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def expected_video_methods() -> set[str]:
-    methods = {"kernel", "swscale", "numpy", "floor"}
+    methods = {"kernel", "swscale", "numpy", "floor", "read"}
+    if ctypes.util.find_library("yuv") is not None:
+        methods.add("libyuv")
     if importlib.util.find_spec("cv2") is not None:
         methods.add("opencv")
     if shutil.which("ffmpeg") is not None:

@@ -6,7 +6,8 @@ import math
 import threading
 import tracemalloc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -1094,3 +1095,122 @@ def test_limited_mix_checks_its_arguments() -> None:
         gains[1] = bad
         with pytest.raises(ValueError, match=r"gains\[1\]"):
             _mix.mix_minus_limited(inputs, gains, out, levels)
+
+
+# ---------------------------------------------------------------------------------------------
+# SIMD paths: every level the CPU offers gives the portable path's bytes exactly
+
+
+@contextmanager
+def simd_level(name: str) -> Iterator[None]:
+    """Run the block with the kernel's video loops at SIMD level `name`, then restore it."""
+    previous = _mix._simd(name)
+    try:
+        yield
+    finally:
+        _mix._simd(previous)
+
+
+def scaled_at(
+    level: str, src: NDArray[np.uint8], rect: tuple[int, int, int, int], pad: int
+) -> NDArray[np.uint8]:
+    """`src` scaled into `rect` of a sentinel plane wider than its view, at SIMD `level`."""
+    x, y, w, h = rect
+    big = np.full((y + h + 2, x + w + 3 + pad), SENTINEL, np.uint8)
+    with simd_level(level):
+        _mix.scale_plane(src, big[:, : x + w + 3], x, y, w, h)
+    return big
+
+
+def test_simd_switch() -> None:
+    levels = _mix._SIMD_LEVELS
+    assert levels[0] == "portable"
+    assert set(levels) <= {"portable", "sse2", "avx2"}
+    best = _mix._simd()
+    assert best == levels[-1]  # import picks the best level the CPU has
+    assert _mix._simd("portable") == best
+    assert _mix._simd() == "portable"
+    assert _mix._simd(best) == "portable"
+    with pytest.raises(ValueError, match="'avx512'"):
+        _mix._simd("avx512")
+    assert _mix._simd() == best
+
+
+@SOME
+@given(
+    src_h=st.integers(1, 90),
+    src_w=st.integers(1, 300),
+    shape=st.sampled_from(
+        ["any", "half", "quarter", "rows by a whole factor", "rows kept", "columns kept"]
+    ),
+    data=st.data(),
+)
+def test_simd_levels_are_bit_identical(
+    src_h: int, src_w: int, shape: str, data: st.DataObject
+) -> None:
+    # sizes past 16 columns and rows reach the vector loops, bands and their tails
+    if shape == "half":
+        w, h = max(1, src_w // 2), max(1, src_h // 2)
+    elif shape == "quarter":
+        w, h = max(1, src_w // 4), max(1, src_h // 4)
+    elif shape == "rows by a whole factor":
+        factor = data.draw(st.integers(2, 9), label="factor")
+        src_h = max(src_h, factor)
+        h = src_h // factor
+        w = data.draw(st.integers(1, 300), label="w")
+    elif shape == "rows kept":
+        h, w = src_h, data.draw(st.integers(1, 300), label="w")
+    elif shape == "columns kept":
+        h, w = data.draw(st.integers(1, 90), label="h"), src_w
+    else:
+        w = data.draw(st.integers(1, 300), label="w")
+        h = data.draw(st.integers(1, 90), label="h")
+    x = data.draw(st.integers(0, 20), label="x")
+    y = data.draw(st.integers(0, 3), label="y")
+    pad = data.draw(st.integers(0, 40), label="pad")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    src = noise(src_h, src_w + pad, seed)[:, :src_w]
+
+    want = scaled_at("portable", src, (x, y, w, h), pad)
+    assert (outside(want, x, y, w, h) == SENTINEL).all()
+    for level in _mix._SIMD_LEVELS[1:]:
+        got = scaled_at(level, src, (x, y, w, h), pad)
+        assert (outside(got, x, y, w, h) == SENTINEL).all(), level
+        np.testing.assert_array_equal(got, want, err_msg=level)
+
+
+@pytest.mark.parametrize(
+    ("src_wh", "tile"),
+    [
+        ((1280, 720), (0, 0, 426, 240)),  # the 3x3 tile: whole-factor rows, 3.005 columns
+        ((1280, 720), (427, 241, 426, 240)),  # odd position: chroma rectangles shift
+        ((1280, 720), (640, 360, 640, 360)),  # exact 2x
+        ((1280, 720), (960, 540, 320, 180)),  # exact 4x
+        ((640, 360), (0, 0, 426, 240)),
+        ((176, 144), (11, 7, 1269, 713)),  # enlarge
+        ((1920, 1080), (5, 5, 1001, 17)),  # pillarbox, a short last band
+    ],
+)
+def test_simd_levels_agree_on_tiles(
+    src_wh: tuple[int, int], tile: tuple[int, int, int, int]
+) -> None:
+    src = i420(*src_wh, seed=tile[0] + tile[2])
+    canvases = {}
+    for level in _mix._SIMD_LEVELS:
+        with simd_level(level):
+            canvases[level], _ = check_tile(src, (1280, 720), tile)
+    for level, canvas in canvases.items():
+        for plane, want in zip(canvas, canvases["portable"]):
+            np.testing.assert_array_equal(plane, want, err_msg=level)
+
+
+def test_simd_paths_keep_flat_planes_flat() -> None:
+    # saturated sums are where a wrong width of an intermediate would show
+    for level in _mix._SIMD_LEVELS:
+        with simd_level(level):
+            for value in (0, 255):
+                src = np.full((720, 1280), value, np.uint8)
+                for w, h in ((640, 360), (320, 180), (426, 240), (1917, 1079), (33, 17)):
+                    dst = np.zeros((h, w), np.uint8)
+                    _mix.scale_plane(src, dst, 0, 0, w, h)
+                    assert (dst == value).all(), (level, value, w, h)
