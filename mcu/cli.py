@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import logs
 from .exceptions import McuError
 
 logger = logging.getLogger(__name__)
@@ -67,13 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # aioice logs every connectivity check at INFO: detail, not state changes
-        logging.getLogger("aioice").setLevel(logging.WARNING)
+    logs.configure(args.verbose)
     try:
         if args.command == "serve":
             return _serve(args.config)

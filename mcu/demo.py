@@ -22,7 +22,7 @@ from typing import IO
 import aiohttp
 import av
 
-from . import ice, media
+from . import ice, logs, media
 from .config import Config, load_config
 from .dial import Call, CallStats
 from .exceptions import ConfigError
@@ -85,13 +85,7 @@ SITES = (
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; 0 when every site received composite video."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aioice reports every connectivity check at INFO
-    logging.getLogger("aioice").setLevel(logging.WARNING)
+    logs.configure(verbose=False)
     try:
         return asyncio.run(_demo(args.config.resolve(), args.out.resolve(), args.duration))
     except ConfigError as exc:
