@@ -225,6 +225,8 @@ class OperatorApi:
             "codec": site.codec,
             "kbps_in": _rounded(getattr(stats, "kbps_in", None)),
             "kbps_out": _rounded(getattr(stats, "kbps_out", None)),
+            "uplink_budget_kbps": _rounded(None if site.remb_sent_bps is None
+                                           else site.remb_sent_bps / 1000),
             "packets_lost": getattr(stats, "packets_lost", None),
             "jitter_ms": _rounded(_ms(getattr(stats, "jitter_seconds", None))),
             "rtt_ms": _rounded(_ms(getattr(stats, "rtt_seconds", None) or site.rtt)),

@@ -91,6 +91,8 @@ SITE_METRICS = (
           "Encoded pictures per second sent to the site."),
     _site("mcu_site_keyframe_requests_total", "counter",
           "Picture loss indications (PLI/FIR) the site sent about its composite."),
+    _site("mcu_site_uplink_budget_bits_per_second", "gauge",
+          "Video bitrate the MCU last asked the site to send (REMB)."),
     _site("mcu_site_profile_changes_total", "counter",
           "Times the adaptive profile moved the site to another profile."),
     _site("mcu_site_speaking", "gauge",
@@ -233,6 +235,9 @@ class McuCollector(Collector):
             sites.add("mcu_site_keyframe_requests_total", labels,
                       getattr(site, "keyframe_requests", 0))
             sites.add("mcu_site_profile_changes_total", labels, len(site.adaptive.history))
+            budget = getattr(site, "remb_sent_bps", None)
+            if budget is not None:
+                sites.add("mcu_site_uplink_budget_bits_per_second", labels, budget)
             stats: SiteStats | None = getattr(site, "stats", None)
             if stats is not None:
                 _add_snapshot(sites, labels, stats)

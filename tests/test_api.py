@@ -127,6 +127,10 @@ async def test_operator_reads_the_roster_mutes_and_disconnects(api_server) -> No
         north = detail["sites"][1]
         assert north["name"] == "Điểm cầu north" and north["state"] == "connected"
         assert north["profile"] == "small" and north["codec"] == "vp8"
+        # the upload it was asked for: what the MCU last told it, in kbit/s
+        budget = room.sites["north"].remb_sent_bps
+        assert budget >= 64_000
+        assert north["uplink_budget_kbps"] == pytest.approx(budget / 1000, abs=0.05)
 
         # muting north at the MCU takes its tone out of everyone else's mix
         heard = calls["hq"].recent_audio(1.0)

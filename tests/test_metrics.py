@@ -116,6 +116,9 @@ async def test_scraped_metrics_of_two_real_sites(mcu_server: Any, monkeypatch: A
         assert value(second, "mcu_site_connected", room="test", site=s) == 1
         assert value(second, "mcu_site_packets_lost_total", room="test", site=s) == 0
         assert value(second, "mcu_site_round_trip_seconds", room="test", site=s) >= 0
+        # told its upload budget: a clean link keeps it at or above the start
+        assert value(second, "mcu_site_uplink_budget_bits_per_second", room="test",
+                     site=s) >= 64_000
     assert value(second, "mcu_site_speaking", room="test", site="a") == 1
     assert value(second, "mcu_site_speaking", room="test", site="b") == 0
 
