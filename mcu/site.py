@@ -42,7 +42,7 @@ from .sdp import first_codec, ssrcs
 from .stats import SiteStats
 from .tasks import stop_tasks
 from .tracks import EncodedAudioTrack, EncodedVideoTrack, answer_with
-from .uplink import UplinkBudget, UplinkCounter
+from .uplink import FLOOR_BPS, UplinkBudget, UplinkCounter
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class Site:
         self.rembs_sent = 0
         self.remb_sent_bps: int | None = None  # the last budget sent to the site
         # the video rate the site is asked for (REMB), from what the MCU sees of its stream
-        self.uplink = uplink if uplink is not None else UplinkBudget(adaptive.profile.video_kbps
-                                                                     * 1000)
+        self.uplink = uplink if uplink is not None else UplinkBudget(
+            max(FLOOR_BPS, adaptive.profile.video_kbps * 1000))
         self.uplink_counter = UplinkCounter(time.monotonic())
         self.delay_estimate_bps: float | None = None  # aiortc's receiver estimate, not sent
         self._video_sender: RTCRtpSender | None = None
