@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from aiortc import RTCIceServer
 
@@ -36,6 +37,17 @@ logger = logging.getLogger(__name__)
 STALE_AFTER = 3.0  # seconds a tile keeps a silent site's last frame before showing its card
 HIDDEN_REMB_BPS = 150_000  # what a site not shown anywhere is asked to send
 CONTROL_PERIOD = 1.0  # seconds between rate-control rounds
+LINK_MEMORY = 600.0  # seconds a site's last profile and uplink budget are kept for its return
+
+
+@dataclass(frozen=True)
+class RememberedLink:
+    """Where a site's rate control stood when its session ended: a district that drops off a
+    poor link and dials again starts there, not at a profile its link just failed to carry."""
+
+    profile: str
+    uplink_bps: int
+    at: float  # monotonic seconds
 
 
 class UnknownSite(LookupError):
@@ -79,6 +91,7 @@ class Room:
         self._mixer = Mixer()
         self._speaker = RoomSpeaker()  # owned by the audio clock thread
         self._heard: set[str] = set()  # sites the speaker tracker knows
+        self._links: dict[str, RememberedLink] = {}  # rate control of sites that left
         self._epoch = time.monotonic()
 
         # the clock runs at the fastest profile any of the room's sites may use
@@ -115,8 +128,20 @@ class Room:
         if site_config is None:
             raise UnknownSite(site_id)
         own = self.profiles[self.config.profile_of(site_id)]
-        adaptive = AdaptiveProfile(ladder(list(self.profiles.values()), own), own)
-        uplink = UplinkBudget(max(self.uplink_ceiling_bps, FLOOR_BPS))
+        steps = ladder(list(self.profiles.values()), own)
+        present = self.sites.get(site_id)
+        if present is not None:  # dialling again over a session not yet seen to fail
+            self._remember(present)
+        start, uplink = own, UplinkBudget(max(self.uplink_ceiling_bps, FLOOR_BPS))
+        remembered = self._links.get(site_id)
+        if remembered is not None and time.monotonic() - remembered.at < LINK_MEMORY:
+            start = next((p for p in steps if p.name == remembered.profile), own)
+            uplink = UplinkBudget(max(self.uplink_ceiling_bps, FLOOR_BPS),
+                                  start_bps=remembered.uplink_bps)
+            logger.info("room=%s site=%s starts at profile %s, uplink %d kbit/s, where its last "
+                        "session ended %.0f s ago", self.id, site_id, start.name,
+                        uplink.bps // 1000, time.monotonic() - remembered.at)
+        adaptive = AdaptiveProfile(steps, start)
         site = Site(self.id, site_config, adaptive, self.ice_servers, uplink)
         site.on_picture_loss = self._picture_lost
         site.video_out.on_overflow = lambda: self._picture_lost(site, "sender backlog")
@@ -134,7 +159,7 @@ class Room:
                         old.session_id)
             await old.close()
         logger.info("room=%s site=%s joined (profile %s, codec %s, session %s); %d present",
-                    self.id, site_id, own.name, site.codec, site.session_id, len(self.roster))
+                    self.id, site_id, start.name, site.codec, site.session_id, len(self.roster))
         self._own(self._watch(site))
         return site, answer
 
@@ -152,7 +177,12 @@ class Room:
         if self.sites.get(site.id) is site:
             await self._remove(site, "connection lost")
 
+    def _remember(self, site: Site) -> None:
+        self._links[site.id] = RememberedLink(site.profile.name, site.uplink.bps,
+                                              time.monotonic())
+
     async def _remove(self, site: Site, reason: str) -> None:
+        self._remember(site)
         if self.sites.get(site.id) is site:
             del self.sites[site.id]
             self._reflow()

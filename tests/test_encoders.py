@@ -188,6 +188,61 @@ async def test_a_starved_site_moves_to_a_lower_profile_and_back(mcu_server) -> N
 
 
 @pytest.mark.timeout(120)
+async def test_a_site_dialling_again_starts_where_its_link_left_it(
+        mcu_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = room_config(["hq", "north"], width=320, height=180, fps=10, extra=TWO_PROFILES)
+    server = await mcu_server(config)
+    room = server.rooms["test"]
+
+    def dial(site: str) -> Call:
+        return Call(url(server, "test", site), site_token(site),
+                    video=ColourTrack(colour(site), 160, 120, fps=10), audio=ToneTrack(0, 0))
+
+    hq, north = dial("hq"), dial("north")
+    await asyncio.gather(hq.connect(), north.connect())
+    stop = asyncio.Event()
+
+    async def starve(call: Call) -> None:  # a link that carries less than the site's audio
+        video_receiver(call)._RTCRtpReceiver__remote_bitrate_estimator = None
+        while not stop.is_set():
+            await send_remb(call, 30_000)
+            await asyncio.sleep(0.2)
+
+    again: Call | None = None
+    try:
+        await north.wait_video(5, timeout=20)
+        reporting = asyncio.ensure_future(starve(north))
+        await until(lambda: room.sites["north"].profile.name == "low", 8, "the move to low")
+        stop.set()
+        await reporting
+        budget = room.sites["north"].uplink.bps
+        await north.hang_up()
+        await until(lambda: "north" not in room.sites, 5, "north to leave")
+
+        # it dials again: low from its first picture, its upload budget as it was
+        again = dial("north")
+        await again.connect()
+        assert room.sites["north"].profile.name == "low"
+        assert room.sites["north"].uplink.bps == budget
+        await again.wait_video(3, timeout=20)
+        assert again.latest_video is not None and again.latest_video.width == 160
+        # hq never left: it starts nowhere new and keeps its profile
+        assert room.sites["hq"].profile.name == "small"
+
+        # remembered only for a while: past it, a site starts at its own profile again
+        await again.hang_up()
+        await until(lambda: "north" not in room.sites, 5, "north to leave again")
+        monkeypatch.setattr("mcu.room.LINK_MEMORY", 0.0)
+        again = dial("north")
+        await again.connect()
+        assert room.sites["north"].profile.name == "small"
+    finally:
+        stop.set()
+        await asyncio.gather(hq.hang_up(), north.hang_up(),
+                             *([again.hang_up()] if again is not None else []))
+
+
+@pytest.mark.timeout(120)
 async def test_without_self_view_the_speaker_sees_the_previous_speaker(mcu_server,
                                                                          tmp_path) -> None:
     from mcu.layout import load_layout
