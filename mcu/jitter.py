@@ -31,6 +31,9 @@ NACK_SPACING = 0.15  # s between two asks for the same packet
 PATIENCE_PER_RTT = 1.3
 PATIENCE_MARGIN = 0.1  # s
 MAX_PATIENCE = 1.0  # s
+# before the first receiver report gives the round trip (a call's first seconds, when its first
+# keyframes must get through): long enough for a resend over a district link
+UNKNOWN_RTT_PATIENCE = 0.6  # s
 RTP_WINDOW = 128  # a jump further than this many packets is a restart, not a loss burst
 
 
@@ -167,7 +170,7 @@ class BoundedNacks:
 def patience_for(rtt: float | None) -> float:
     """How long video waits for a lost packet on a link with this round trip (seconds)."""
     if rtt is None or rtt <= 0:
-        return VIDEO_PATIENCE
+        return UNKNOWN_RTT_PATIENCE
     return min(MAX_PATIENCE, max(VIDEO_PATIENCE, PATIENCE_PER_RTT * rtt + PATIENCE_MARGIN))
 
 
@@ -198,6 +201,6 @@ def install(receiver: Any, kind: str) -> None:
         buffer = PromptJitterBuffer(16, prefetch=4, clock_rate=48000, patience=AUDIO_PATIENCE)
     else:
         buffer = PromptJitterBuffer(512, is_video=True, clock_rate=90000,
-                                    patience=VIDEO_PATIENCE)
-        receiver._RTCRtpReceiver__nack_generator = BoundedNacks()
+                                    patience=UNKNOWN_RTT_PATIENCE)
+        receiver._RTCRtpReceiver__nack_generator = BoundedNacks(patience=UNKNOWN_RTT_PATIENCE)
     receiver._RTCRtpReceiver__jitter_buffer = buffer

@@ -124,6 +124,7 @@ def test_the_wait_for_a_resent_packet_follows_the_round_trip() -> None:
     jitter.install(receiver, "video")
     buffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
     nacks = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+    assert nacks.patience == jitter.UNKNOWN_RTT_PATIENCE  # as installed
     # a short link keeps the floor; a district's 0.4 s round trip waits 1.3 x 0.4 + 0.1
     jitter.tune(receiver, 0.010)
     assert buffer.patience_ticks == int(jitter.VIDEO_PATIENCE * 90000)
@@ -131,8 +132,10 @@ def test_the_wait_for_a_resent_packet_follows_the_round_trip() -> None:
     jitter.tune(receiver, 0.4)
     assert buffer.patience_ticks == int((1.3 * 0.4 + 0.1) * 90000)
     assert nacks.patience == pytest.approx(0.62) and nacks.spacing == 0.4
-    # never more than a second of standing still, and unknown means the floor
+    # never more than a second of standing still; before any round trip is known (a call's
+    # first seconds), long enough for a district link's resend
     jitter.tune(receiver, 3.0)
     assert nacks.patience == jitter.MAX_PATIENCE
     jitter.tune(receiver, None)
-    assert nacks.patience == jitter.VIDEO_PATIENCE
+    assert nacks.patience == jitter.UNKNOWN_RTT_PATIENCE == 0.6
+    assert buffer.patience_ticks == int(0.6 * 90000)
