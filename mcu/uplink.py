@@ -6,18 +6,19 @@ at its end drops most packets, retransmissions add to the flood, its audio and i
 requests drown with the video. So the MCU owns the site's video rate, as a receiver does in
 WebRTC (REMB, draft-alvestrand-rmcat-remb), from what it sees of the site's stream:
 
-- loss over the last interval, as GCC's loss-based controller uses it: above `loss_high` the
-  budget drops to what really arrived, less half the loss; below `loss_low` it grows by
-  `growth` a second; in between it holds. A district link loses a few percent whatever the
-  rate, so the loss judged is what exceeds the link's own: the least loss of the last
-  `memory` intervals (never taken above `loss_high`, so a lasting overload still counts);
+- loss over the last interval, as GCC's loss-based controller uses it, but counting only what
+  exceeds the link's own loss (a district link loses a few percent whatever the rate): the
+  least loss of the last `memory` intervals, never taken above `loss_high`, so that a lasting
+  overload still counts. More than `loss_high` over it: the budget drops to what really
+  arrived, less half that excess; under `loss_low`: it grows by `growth` a second; in between
+  it holds;
 - the delay-based estimate of aiortc's receiver, which sees a queue build before it drops
   anything: the budget never exceeds it;
 - a ceiling: what the room can show of the site (the richest profile among its sites), and a
   floor below which no picture is worth sending. It starts at `START_BPS` (or the ceiling when
   lower) and grows from there while the link stays clear.
 
-Pure: fed figures with the time, returns bits per second.
+Pure: fed one interval's figures at a time, returns bits per second.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class UplinkReading:
     """What the MCU saw of a site's video over one interval."""
 
     expected: int  # RTP packets the sequence numbers say were sent
-    received: int  # of them, how many arrived (retransmissions included)
+    received: int  # of them, how many arrived the first time (resent ones are not counted)
     bits: int  # video bits that arrived, retransmissions included
     seconds: float
 
