@@ -650,22 +650,16 @@ cdef void _resample_wide(
     const uint8_t *src, Py_ssize_t src_stride,
     uint8_t *dst, Py_ssize_t dst_stride,
 ) noexcept nogil:
-    """`_resample_fixed` with AVX2: bands of MCU_WIDE rows, transposed with vector shuffles."""
+    """`_resample_fixed` with AVX2: bands of MCU_WIDE rows, transposed with vector shuffles.
+    Not for copied columns: `_resample_fixed` narrows those row by row, with no transposes."""
     cdef Py_ssize_t width = h.src_len
     cdef Py_ssize_t out_w = h.dst_len
     cdef Py_ssize_t out_h = v.dst_len
-    cdef Py_ssize_t index, top, r, rows, later
-    cdef uint16_t *band = scratch.rows
+    cdef Py_ssize_t index, top, rows, later
     cdef mcu_band b
     for index in range((out_h + MCU_WIDE - 1) // MCU_WIDE):
         top = index * MCU_WIDE
         rows = out_h - top if out_h - top < MCU_WIDE else MCU_WIDE
-        if h.kind == COPY:
-            # columns copied (rare in tiles): the portable rows need no transposes
-            for r in range(rows):
-                _vertical(v, top + r, src, src_stride, band + r * width, width)
-                _narrow(band + r * width, dst + (top + r) * dst_stride, out_w)
-            continue
         _describe_band(v, top, rows, src, src_stride, &b)
         mcu_vertical_band_wide(&b, src_stride, width, scratch.mixed)
         # the next band's canvas rows are prefetched on the way
@@ -752,7 +746,7 @@ cdef void _resample(
         else:
             _quarter(src, src_stride, dst, dst_stride, w, hh, scratch.rows)
     elif h.taps + v.taps <= MAX_FIXED_TAPS:
-        if _level >= MCU_AVX2:
+        if _level >= MCU_AVX2 and h.kind != COPY:
             _resample_wide(h, v, scratch, src, src_stride, dst, dst_stride)
         else:
             _resample_fixed(h, v, scratch, src, src_stride, dst, dst_stride)
