@@ -67,6 +67,19 @@ class _QuietEstimator:
             self._site.delay_estimate_bps = float(estimate[0])
 
 
+def _before_rtp(receiver: RTCRtpReceiver, note: Callable[[Any], None]) -> None:
+    """Show every RTP packet of one aiortc receiver to `note` before aiortc handles it (this
+    receiver object only)."""
+    hooked: Any = receiver
+    handle_rtp = receiver._handle_rtp_packet
+
+    async def on_rtp(packet: Any, arrival_time_ms: int) -> None:
+        note(packet)
+        await handle_rtp(packet, arrival_time_ms)
+
+    hooked._handle_rtp_packet = on_rtp
+
+
 @dataclass(frozen=True)
 class VideoSlot:
     """The newest decoded frame of a site and when it arrived (monotonic seconds)."""
@@ -182,36 +195,31 @@ class Site:
     def _hook_audio_receiver(self, receiver: RTCRtpReceiver) -> None:
         """Note the voice-activity flag of the RTP audio-level header (RFC 6464) when the site
         sends one: a site whose own voice detector says "voice" counts as talking."""
-        hooked: Any = receiver
-        handle_rtp = receiver._handle_rtp_packet
 
-        async def on_rtp(packet: Any, arrival_time_ms: int) -> None:
+        def note(packet: Any) -> None:
             level = packet.extensions.audio_level
             if level is not None:
                 self.header_level_dbov = -float(level[1])
                 if level[0]:
                     self.voice_flag_at = time.monotonic()
-            await handle_rtp(packet, arrival_time_ms)
 
-        hooked._handle_rtp_packet = on_rtp
+        _before_rtp(receiver, note)
 
     def _hook_video_receiver(self, receiver: RTCRtpReceiver) -> None:
         """Count the site's video packets for its uplink budget, and keep aiortc's delay-based
         estimate to ourselves: the MCU sends one REMB of its own (`steer_uplink`), which would
         otherwise be overwritten by aiortc's every second."""
-        hooked: Any = receiver
-        handle_rtp = receiver._handle_rtp_packet
         retransmissions = getattr(receiver, "_RTCRtpReceiver__rtx_ssrc", {})
 
-        async def on_rtp(packet: Any, arrival_time_ms: int) -> None:
+        def note(packet: Any) -> None:
             self.uplink_counter.add(packet.ssrc, packet.sequence_number,
                                     len(packet.payload) + RTP_HEADER_BYTES,
                                     packet.ssrc in retransmissions)
-            await handle_rtp(packet, arrival_time_ms)
 
-        hooked._handle_rtp_packet = on_rtp
+        _before_rtp(receiver, note)
         estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
         if estimator is not None:
+            hooked: Any = receiver
             hooked._RTCRtpReceiver__remote_bitrate_estimator = _QuietEstimator(estimator, self)
 
     def says_voice(self, now: float) -> bool:
