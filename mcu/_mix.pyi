@@ -92,6 +92,9 @@ def mix_minus_limited(
 def _cache_stats() -> tuple[int, int, int]:
     """(hits, misses, entries) of the weight-table cache."""
 
+def _line_block(src_len: int, dst_len: int) -> int:
+    """Outputs per block of the AVX-512 horizontal plan of an axis (32, 16, or 0: none)."""
+
 def _cache_clear() -> None:
     """Empty the weight-table cache and zero its counters."""
 

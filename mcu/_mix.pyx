@@ -26,8 +26,11 @@ Exact 2x and 4x shrinks have their own loops (means of 2x2 and 4x4 blocks, exact
 a vertical shrink by a whole factor sums its rows before it scales them.
 
 On x86-64 the loops of ``_simd.h`` take over where they pay: SSE2 for the exact shrinks, and,
-when the CPU has AVX2, bands of 16 rows whose vertical pass is transposed in registers. They give
-the same bytes as the portable loops here; ``_simd()`` picks the level (tests compare them).
+when the CPU has AVX2, bands of 16 rows whose vertical pass is transposed in registers. With
+AVX-512 (BW, VL and VBMI: Ice Lake, Sapphire Rapids, Zen 4) there is no band and no transpose:
+each output row is resized on its own, its horizontal taps picked out of the row by byte
+permutes. They give the same bytes as the portable loops here (16-bit sums wrap alike in any
+order); ``_simd()`` picks the level (tests compare them).
 """
 
 import logging
@@ -59,7 +62,7 @@ cdef extern from *:
 
 cdef extern from "_simd.h":
     # SIMD loops, bit-identical to the portable ones below (see the header)
-    int MCU_PORTABLE, MCU_SSE2, MCU_AVX2
+    int MCU_PORTABLE, MCU_SSE2, MCU_AVX2, MCU_AVX512
     enum: MCU_WIDE
     int MCU_BAND_COPY, MCU_BAND_WEIGHTED, MCU_BAND_EQUAL
     ctypedef struct mcu_band:
@@ -70,7 +73,30 @@ cdef extern from "_simd.h":
         uint16_t bias, lift, scale
         const uint8_t *ahead
         Py_ssize_t ahead_rows
+    ctypedef struct mcu_plan:
+        Py_ssize_t block
+    ctypedef struct mcu_line:
+        const uint8_t *first
+        Py_ssize_t count
+        const uint16_t *weight
+        int mode
+        uint16_t bias, lift, scale
+        const uint8_t *ahead
+        Py_ssize_t ahead_rows
     int mcu_best_level() noexcept nogil
+    void *mcu_alloc64(size_t size) noexcept nogil
+    int mcu_plan_build(
+        mcu_plan *p, const int32_t *start, const uint16_t *weight, Py_ssize_t taps,
+        Py_ssize_t dst_len,
+    ) noexcept nogil
+    void mcu_plan_free(mcu_plan *p) noexcept nogil
+    void mcu_line_down(
+        const mcu_line *l, Py_ssize_t stride, Py_ssize_t width, uint16_t *even, uint16_t *odd
+    ) noexcept nogil
+    void mcu_line_across(
+        const mcu_plan *p, Py_ssize_t dst_len, const uint16_t *even, const uint16_t *odd,
+        uint8_t *dst,
+    ) noexcept nogil
     void mcu_halve_sse2(
         const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
         Py_ssize_t w, Py_ssize_t h,
@@ -97,6 +123,7 @@ cdef enum:
     MAX_FIXED_TAPS = 200  # vertical + horizontal taps the 16-bit path keeps within +-1
     CACHE_SIZE = 64  # weight tables kept (one per axis length pair)
     POOL_SIZE = 8  # scratch buffers kept for reuse
+    LINES_AHEAD = 2  # output rows ahead whose source rows the AVX-512 path prefetches
 
 cdef enum Kind:
     COPY = 0
@@ -126,6 +153,8 @@ cdef struct Table:
     Py_ssize_t factor
     int pre_shift
     uint16_t scale
+    # the horizontal pass of the AVX-512 line path (plan.block 0: the axis cannot take it)
+    mcu_plan plan
 
 
 cdef class _Weights:
@@ -158,8 +187,13 @@ cdef class _Weights:
         ):
             raise MemoryError(f"no memory for a {src_len} -> {dst_len} weight table")
         _fill_table(&self.t)
+        if self.t.kind != COPY and mcu_plan_build(
+            &self.t.plan, self.t.start, self.t.weight, self.t.taps, dst_len
+        ) != 0:
+            raise MemoryError(f"no memory for a {src_len} -> {dst_len} line plan")
 
     def __dealloc__(self):
+        mcu_plan_free(&self.t.plan)
         free(self.t.start)
         free(self.t.lead)
         free(self.t.count)
@@ -194,6 +228,14 @@ cdef _Weights _weights(Py_ssize_t src_len, Py_ssize_t dst_len):
 def _cache_stats():
     """(hits, misses, entries) of the weight-table cache."""
     return (_hits, _misses, len(_tables))
+
+
+def _line_block(Py_ssize_t src_len, Py_ssize_t dst_len):
+    """Outputs per block of the AVX-512 line path's horizontal plan for this axis: 32 or 16,
+    or 0 when its blocks would read more than a 64-column window (the band path takes it)."""
+    if src_len < 1 or dst_len < 1:
+        raise ValueError(f"axis lengths must be positive, got {src_len} -> {dst_len}")
+    return _weights(src_len, dst_len).t.plan.block
 
 
 def _cache_clear():
@@ -309,6 +351,9 @@ cdef class _Scratch:
     cdef uint16_t *rows  # rows of `width` samples: the vertical pass
     cdef uint16_t *mixed  # width * rows: the band interleaved
     cdef uint8_t *out  # out_width * rows: the horizontal pass, interleaved
+    # two lines of the AVX-512 path, each `half` even columns, then `half` odd ones
+    cdef uint16_t *halves
+    cdef Py_ssize_t half
     cdef float *total  # the audio mix
     cdef Py_ssize_t width
     cdef Py_ssize_t out_width
@@ -318,6 +363,7 @@ cdef class _Scratch:
         free(self.rows)
         free(self.mixed)
         free(self.out)
+        free(self.halves)
         free(self.total)
 
     cdef int fit(self, Py_ssize_t width, Py_ssize_t out_width) except -1:
@@ -334,6 +380,16 @@ cdef class _Scratch:
             if p == NULL:
                 raise MemoryError(f"no memory for a {width}-sample band")
             self.mixed = <uint16_t *>p
+            # each half: the line's columns, rounded up to whole 64-column loads, and a window
+            # of 32 words read from any of them
+            # (whole cache lines: the vertical pass stores 64 bytes at a time)
+            free(self.halves)
+            self.half = (width // 2 + 64 + 31) // 32 * 32
+            self.halves = <uint16_t *>mcu_alloc64(4 * self.half * sizeof(uint16_t))
+            if self.halves == NULL:
+                raise MemoryError(f"no memory for a {width}-sample line")
+            # words past the line are read (never used) by the horizontal windows
+            memset(self.halves, 0, 4 * self.half * sizeof(uint16_t))
             self.width = width
         if out_width > self.out_width:
             p = realloc(self.out, MCU_WIDE * out_width)
@@ -372,7 +428,7 @@ cdef void _give_scratch(_Scratch scratch) noexcept:
 # SIMD level: the best the CPU has, chosen once at import; tests lower it to compare the paths
 
 
-_LEVEL_NAMES = ("portable", "sse2", "avx2")
+_LEVEL_NAMES = ("portable", "sse2", "avx2", "avx512")
 cdef int _best = mcu_best_level()
 cdef int _level = _best
 _SIMD_LEVELS = _LEVEL_NAMES[: _best + 1]
@@ -672,6 +728,49 @@ cdef void _resample_wide(
         mcu_spread_wide(scratch.out, out_w, dst + top * dst_stride, dst_stride, rows)
 
 
+cdef void _resample_lines(
+    const Table *h, const Table *v, _Scratch scratch,
+    const uint8_t *src, Py_ssize_t src_stride,
+    uint8_t *dst, Py_ssize_t dst_stride,
+) noexcept nogil:
+    """`_resample_fixed` with AVX-512, one output row at a time through `mcu_line_wide`: the
+    horizontal pass permutes its taps out of the row, so nothing is transposed. For axes whose
+    plan fits (`h.plan.block`), not for copied columns."""
+    cdef Py_ssize_t i, later
+    cdef mcu_line line
+    cdef uint16_t *even
+    line.mode = MCU_BAND_COPY if v.kind == COPY else (
+        MCU_BAND_EQUAL if v.factor else MCU_BAND_WEIGHTED
+    )
+    line.bias = <uint16_t>(v.taps // 2)
+    line.lift = <uint16_t>(1 << v.pre_shift)
+    line.scale = v.scale
+    for i in range(v.dst_len):
+        line.first = src + (v.start[i] + v.lead[i]) * src_stride
+        line.count = v.factor if v.factor else v.count[i]
+        line.weight = v.weight + i * v.taps + v.lead[i]
+        # the rows of a later line are fetched while this one is computed
+        later = i + LINES_AHEAD
+        if later < v.dst_len:
+            line.ahead = src + (v.start[later] + v.lead[later]) * src_stride
+            line.ahead_rows = v.factor if v.factor else v.count[later]
+        else:
+            line.ahead = src
+            line.ahead_rows = 0
+        # two lines in flight: the stores of one have left the core before the other's
+        # horizontal pass loads across them
+        even = scratch.halves + (i & 1) * 2 * scratch.half
+        mcu_line_down(&line, src_stride, h.src_len, even, even + scratch.half)
+        if i > 0:
+            even = scratch.halves + ((i - 1) & 1) * 2 * scratch.half
+            mcu_line_across(
+                &h.plan, h.dst_len, even, even + scratch.half, dst + (i - 1) * dst_stride
+            )
+    i = v.dst_len - 1
+    even = scratch.halves + (i & 1) * 2 * scratch.half
+    mcu_line_across(&h.plan, h.dst_len, even, even + scratch.half, dst + i * dst_stride)
+
+
 cdef void _copy_plane(
     const uint8_t *src, Py_ssize_t src_stride, uint8_t *dst, Py_ssize_t dst_stride,
     Py_ssize_t w, Py_ssize_t h,
@@ -746,7 +845,9 @@ cdef void _resample(
         else:
             _quarter(src, src_stride, dst, dst_stride, w, hh, scratch.rows)
     elif h.taps + v.taps <= MAX_FIXED_TAPS:
-        if _level >= MCU_AVX2 and h.kind != COPY:
+        if _level >= MCU_AVX512 and h.plan.block:
+            _resample_lines(h, v, scratch, src, src_stride, dst, dst_stride)
+        elif _level >= MCU_AVX2 and h.kind != COPY:
             _resample_wide(h, v, scratch, src, src_stride, dst, dst_stride)
         else:
             _resample_fixed(h, v, scratch, src, src_stride, dst, dst_stride)

@@ -3,20 +3,23 @@
  * Every function here computes exactly what the portable Cython loop it replaces computes: the
  * same 16-bit operations in the same modular arithmetic, so results are bit-identical (the tests
  * compare the two paths byte for byte). SSE2 is part of x86-64, so its loops need no check; the
- * AVX2 loops are compiled for AVX2 function by function (no global -mavx2) and _mix.pyx calls
- * them only when the CPU reports AVX2 at import. On other CPUs only the scalar loops are built,
- * and _mix.pyx never calls them there (its level stays portable).
+ * AVX2 and AVX-512 loops are compiled for their instruction sets function by function (no global
+ * -mavx2) and _mix.pyx calls them only when the CPU reports those sets at import. On other CPUs
+ * only the scalar loops are built, and _mix.pyx never calls them there (its level stays
+ * portable).
  */
 #ifndef MCU_SIMD_H
 #define MCU_SIMD_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MCU_X86 1
 #include <immintrin.h>
 #define MCU_TARGET_AVX2 __attribute__((target("avx2")))
+#define MCU_TARGET_AVX512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vbmi")))
 #else
 #define MCU_X86 0
 #endif
@@ -25,6 +28,7 @@
 #define MCU_PORTABLE 0
 #define MCU_SSE2 1
 #define MCU_AVX2 2
+#define MCU_AVX512 3
 
 /* output rows ahead whose source the 2x shrink prefetches (4 to 16 measured alike) */
 #define MCU_HALVE_AHEAD 4
@@ -38,6 +42,9 @@ static int mcu_best_level(void)
 {
 #if MCU_X86
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi"))
+        return MCU_AVX512;
     return __builtin_cpu_supports("avx2") ? MCU_AVX2 : MCU_SSE2;
 #else
     return MCU_PORTABLE;
@@ -603,6 +610,324 @@ static void mcu_spread_wide(const uint8_t *out, ptrdiff_t width, uint8_t *dst,
         for (col = k; col < width; col++)
             dst[r * stride + col] = out[col * MCU_WIDE + r];
     }
+}
+
+/* ---- the AVX-512 line pipeline: one output row at a time, no transposes ------------------ */
+
+/* With AVX-512BW one instruction (vpermt2w) picks any 32 words out of 64, so the horizontal
+ * pass can gather its taps straight out of a row instead of transposing bands. Each output row
+ * is computed in two steps:
+ *   1. the vertical pass of the row (as _vertical of _mix.pyx), split into its even and odd
+ *      columns, which is how a 64-byte load widens to 16 bits without byte shuffles;
+ *   2. the horizontal pass in blocks of `block` outputs: the block's source columns lie in a
+ *      window of 64 columns from an even column, i.e. 32 even and 32 odd words, and each tap is
+ *      one permute of that window, one multiply and one add; the result is narrowed to bytes
+ *      and stored into the canvas row.
+ * The plan of a horizontal axis holds, per block, its window and per tap the 16-bit index of
+ * every output's source column in the window and its weight. */
+#define MCU_WINDOW 64
+
+typedef struct {
+    ptrdiff_t block;   /* outputs per block: 32 or 16; 0 when no block fits its window */
+    ptrdiff_t blocks;
+    ptrdiff_t taps;
+    int32_t *half;     /* per block: the window's first column / 2 */
+    uint16_t *index;   /* [block][tap][output]: the column in the window, even/odd split */
+    uint16_t *weight;  /* [block][tap][output]: its weight, 0 past the end of the row */
+} mcu_plan;
+
+/* `size` bytes on a 64-byte boundary (one cache line: a 512-bit load or store from there
+ * touches one line, not two), or NULL; release with free() */
+static void *mcu_alloc64(size_t size)
+{
+    void *p = NULL;
+    return posix_memalign(&p, 64, size ? size : 64) == 0 ? p : NULL;
+}
+
+/* whether every block of `block` outputs reads only its window */
+static int mcu_plan_fits(const int32_t *start, ptrdiff_t taps, ptrdiff_t dst_len,
+                         ptrdiff_t block)
+{
+    ptrdiff_t first, last;
+    for (first = 0; first < dst_len; first += block) {
+        last = first + block < dst_len ? first + block - 1 : dst_len - 1;
+        if (start[last] + taps - 1 - (start[first] & ~1) >= MCU_WINDOW)
+            return 0;
+    }
+    return 1;
+}
+
+/* Fill a plan for one axis (start, weight as in Table of _mix.pyx). Leaves block 0 when the
+ * axis reads too widely; returns -1 when out of memory, else 0. */
+static int mcu_plan_build(mcu_plan *p, const int32_t *start, const uint16_t *weight,
+                          ptrdiff_t taps, ptrdiff_t dst_len)
+{
+    ptrdiff_t b, t, o, block = 0;
+    size_t n;
+    p->block = 0;
+    p->blocks = 0;
+    p->taps = taps;
+    p->half = NULL;
+    p->index = NULL;
+    p->weight = NULL;
+    if (mcu_plan_fits(start, taps, dst_len, 32))
+        block = 32;
+    else if (mcu_plan_fits(start, taps, dst_len, 16))
+        block = 16;
+    else
+        return 0;
+    p->blocks = (dst_len + block - 1) / block;
+    n = (size_t)(p->blocks * taps * block);
+    p->half = (int32_t *)malloc((size_t)p->blocks * sizeof(int32_t));
+    p->index = (uint16_t *)mcu_alloc64(n * sizeof(uint16_t));
+    p->weight = (uint16_t *)mcu_alloc64(n * sizeof(uint16_t));
+    if (p->half == NULL || p->index == NULL || p->weight == NULL)
+        return -1;
+    for (b = 0; b < p->blocks; b++) {
+        int32_t from = start[b * block] & ~1;
+        p->half[b] = from / 2;
+        for (t = 0; t < taps; t++)
+            for (o = 0; o < block; o++) {
+                ptrdiff_t j = b * block + o, at = (b * taps + t) * block + o, c;
+                if (j >= dst_len) {
+                    p->index[at] = 0;
+                    p->weight[at] = 0;
+                    continue;
+                }
+                c = start[j] + t - from;
+                /* even columns are words 0..31 of the window, odd ones 32..63; the index
+                 * is of the word's two bytes, low then high (vpermt2b permutes bytes) */
+                c = (c & 1) ? MCU_WINDOW / 2 + c / 2 : c / 2;
+                p->index[at] = (uint16_t)(2 * c | (2 * c + 1) << 8);
+                p->weight[at] = weight[j * taps + t];
+            }
+    }
+    p->block = block;
+    return 0;
+}
+
+static void mcu_plan_free(mcu_plan *p)
+{
+    free(p->half);
+    free(p->index);
+    free(p->weight);
+    p->half = NULL;
+    p->index = NULL;
+    p->weight = NULL;
+    p->block = 0;
+}
+
+/* One output row of the vertical pass: `count` source rows from `first` (modes as mcu_band).
+ * `ahead` and `ahead_rows`: the source rows a later output row reads, prefetched on the way. */
+typedef struct {
+    const uint8_t *first;
+    ptrdiff_t count;
+    const uint16_t *weight;
+    int mode;
+    uint16_t bias, lift, scale;
+    const uint8_t *ahead;
+    ptrdiff_t ahead_rows;
+} mcu_line;
+
+#if MCU_X86
+/* the vertical pass of the line, inlined with mode and count n constant */
+MCU_TARGET_AVX512
+static inline __attribute__((always_inline)) void mcu_line_avx512(
+    const mcu_line *l, ptrdiff_t stride, ptrdiff_t width, uint16_t *even, uint16_t *odd,
+    const int mode, const ptrdiff_t n)
+{
+    const __m512i low = _mm512_set1_epi16(0x00ff);
+    const __m512i high = _mm512_set1_epi16((short)0xff00);
+    const __m512i bias = _mm512_set1_epi16((short)l->bias);
+    const __m512i lift = _mm512_set1_epi16((short)l->lift);
+    const __m512i scale = _mm512_set1_epi16((short)l->scale);
+    const __m512i one = _mm512_set1_epi16(1);
+    __m512i wv[4];
+    ptrdiff_t k, t;
+    if (mode == MCU_BAND_WEIGHTED)
+        for (t = 0; t < n && t < 4; t++)
+            wv[t] = _mm512_set1_epi16((short)l->weight[t]);
+    for (k = 0; k < width; k += 64) {
+        /* the tail is loaded under a mask: no byte past the row is read */
+        __mmask64 m = width - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (width - k)) - 1);
+        const uint8_t *a = l->first + k;
+        __m512i x = _mm512_maskz_loadu_epi8(m, a), e, o;
+        for (t = 0; t < l->ahead_rows; t++)
+            _mm_prefetch((const char *)(l->ahead + t * stride + k), _MM_HINT_T0);
+        if (mode == MCU_BAND_COPY) {
+            e = _mm512_slli_epi16(x, 8);
+            o = _mm512_and_si512(x, high);
+        } else if (mode == MCU_BAND_EQUAL) {
+            e = _mm512_and_si512(x, low);
+            o = _mm512_srli_epi16(x, 8);
+            for (t = 1; t < n; t++) {
+                x = _mm512_maskz_loadu_epi8(m, a + t * stride);
+                e = _mm512_add_epi16(e, _mm512_and_si512(x, low));
+                o = _mm512_add_epi16(o, _mm512_srli_epi16(x, 8));
+            }
+            e = _mm512_mulhi_epu16(_mm512_mullo_epi16(e, lift), scale);
+            o = _mm512_mulhi_epu16(_mm512_mullo_epi16(o, lift), scale);
+            e = _mm512_add_epi16(_mm512_add_epi16(e, e), one);
+            o = _mm512_add_epi16(_mm512_add_epi16(o, o), one);
+        } else {
+            e = bias;
+            o = bias;
+            for (t = 0; t < n; t++) {
+                __m512i w = t < 4 ? wv[t] : _mm512_set1_epi16((short)l->weight[t]);
+                if (t > 0)
+                    x = _mm512_maskz_loadu_epi8(m, a + t * stride);
+                e = _mm512_add_epi16(e, _mm512_mulhi_epu16(_mm512_slli_epi16(x, 8), w));
+                o = _mm512_add_epi16(o, _mm512_mulhi_epu16(_mm512_and_si512(x, high), w));
+            }
+        }
+        _mm512_storeu_si512((void *)(even + k / 2), e);
+        _mm512_storeu_si512((void *)(odd + k / 2), o);
+    }
+}
+
+/* The horizontal pass of a line, blocks of `size` outputs (32 in 512-bit vectors, 16 in 256-bit
+ * ones), inlined with the tap count constant. Blocks go in pairs: one pack and one permute
+ * narrow both to bytes (vpmovwb would take two shuffles per block, on the one port that also
+ * does the permutes). */
+#define MCU_ACROSS_BODY(size, vec, sfx, load, store)                                          \
+    do {                                                                                      \
+        const vec bias = sfx##_set1_epi16((short)(taps / 2));                                 \
+        const vec half = sfx##_set1_epi16(128);                                               \
+        ptrdiff_t b, t;                                                                       \
+        for (b = 0; b < p->blocks; b += 2) {                                                  \
+            vec acc[2];                                                                       \
+            int pair;                                                                         \
+            for (pair = 0; pair < 2; pair++) {                                                \
+                /* the second of a lone last block repeats it: computed, never stored */      \
+                ptrdiff_t c = b + pair < p->blocks ? b + pair : b;                            \
+                const uint16_t *index = p->index + c * taps * size;                           \
+                const uint16_t *weight = p->weight + c * taps * size;                         \
+                __m512i e = _mm512_loadu_si512((const void *)(even + p->half[c]));            \
+                __m512i o = _mm512_loadu_si512((const void *)(odd + p->half[c]));             \
+                vec sum = bias;                                                               \
+                for (t = 0; t < taps; t++) {                                                  \
+                    vec w = load((const vec *)(weight + size * t));                           \
+                    vec x = MCU_PICK##size(e, index + size * t, o);                           \
+                    sum = sfx##_add_epi16(sum, sfx##_mulhi_epu16(x, w));                      \
+                }                                                                             \
+                acc[pair] = sfx##_srli_epi16(sfx##_add_epi16(sum, half), 8);                  \
+            }                                                                                 \
+            store(dst + size * b, dst_len - size * b, sfx##_packus_epi16(acc[0], acc[1]));    \
+        }                                                                                     \
+    } while (0)
+
+/* tap x of 32 outputs: the words of the window (e, o) at the 32 indices at `at` */
+#define MCU_PICK32(e, at, o) \
+    _mm512_permutex2var_epi8(e, _mm512_loadu_si512((const void *)(at)), o)
+/* the same for 16 outputs: the index vector's upper half is never used */
+#define MCU_PICK16(e, at, o)                                                                  \
+    _mm512_castsi512_si256(_mm512_permutex2var_epi8(                                          \
+        e, _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(at))), o))
+
+/* packed bytes of two blocks, per 128-bit lane, into order; `left` outputs still to store */
+MCU_TARGET_AVX512
+static inline void mcu_store64(uint8_t *dst, ptrdiff_t left, __m512i packed)
+{
+    const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+    packed = _mm512_permutexvar_epi64(order, packed);
+    if (left >= 64)
+        _mm512_storeu_si512((void *)dst, packed);
+    else
+        _mm512_mask_storeu_epi8(dst, ((__mmask64)1 << left) - 1, packed);
+}
+
+MCU_TARGET_AVX512
+static inline void mcu_store32(uint8_t *dst, ptrdiff_t left, __m256i packed)
+{
+    packed = _mm256_permute4x64_epi64(packed, 0xd8);
+    if (left >= 32)
+        _mm256_storeu_si256((__m256i *)dst, packed);
+    else
+        _mm256_mask_storeu_epi8(dst, ((__mmask32)1 << left) - 1, packed);
+}
+
+MCU_TARGET_AVX512
+static inline __attribute__((always_inline)) void mcu_across32(
+    const mcu_plan *p, const ptrdiff_t taps, const uint16_t *even, const uint16_t *odd,
+    uint8_t *dst, ptrdiff_t dst_len)
+{
+    MCU_ACROSS_BODY(32, __m512i, _mm512, _mm512_loadu_si512, mcu_store64);
+}
+
+MCU_TARGET_AVX512
+static inline __attribute__((always_inline)) void mcu_across16(
+    const mcu_plan *p, const ptrdiff_t taps, const uint16_t *even, const uint16_t *odd,
+    uint8_t *dst, ptrdiff_t dst_len)
+{
+    MCU_ACROSS_BODY(16, __m256i, _mm256, _mm256_loadu_si256, mcu_store32);
+}
+#endif
+
+/* The vertical pass of one output row into `even` and `odd` (each at least width / 2 + 64
+ * words long). */
+#if MCU_X86
+MCU_TARGET_AVX512
+#endif
+static void mcu_line_down(const mcu_line *l, ptrdiff_t stride, ptrdiff_t width, uint16_t *even,
+                          uint16_t *odd)
+{
+#if MCU_X86
+    ptrdiff_t n = l->count;
+    /* the common modes and row counts get their own copies of the loop */
+    if (l->mode == MCU_BAND_COPY)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_COPY, 1);
+    else if (l->mode == MCU_BAND_EQUAL && n == 2)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_EQUAL, 2);
+    else if (l->mode == MCU_BAND_EQUAL && n == 3)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_EQUAL, 3);
+    else if (l->mode == MCU_BAND_EQUAL)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_EQUAL, n);
+    else if (n == 1)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_WEIGHTED, 1);
+    else if (n == 2)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_WEIGHTED, 2);
+    else if (n == 3)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_WEIGHTED, 3);
+    else if (n == 4)
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_WEIGHTED, 4);
+    else
+        mcu_line_avx512(l, stride, width, even, odd, MCU_BAND_WEIGHTED, n);
+#else
+    /* only called at level MCU_AVX512, which other CPUs never reach */
+    (void)l, (void)stride, (void)width, (void)even, (void)odd;
+#endif
+}
+
+/* The horizontal pass of plan `p` over a row from mcu_line_down, into the dst_len bytes at
+ * dst. */
+#if MCU_X86
+MCU_TARGET_AVX512
+#endif
+static void mcu_line_across(const mcu_plan *p, ptrdiff_t dst_len, const uint16_t *even,
+                            const uint16_t *odd, uint8_t *dst)
+{
+#if MCU_X86
+#define MCU_ACROSS(size, taps) mcu_across##size(p, taps, even, odd, dst, dst_len)
+    if (p->block == 32) {
+        switch (p->taps) {
+        case 2: MCU_ACROSS(32, 2); break;
+        case 3: MCU_ACROSS(32, 3); break;
+        case 4: MCU_ACROSS(32, 4); break;
+        default: MCU_ACROSS(32, p->taps); break;
+        }
+    } else {
+        switch (p->taps) {
+        case 2: MCU_ACROSS(16, 2); break;
+        case 3: MCU_ACROSS(16, 3); break;
+        case 4: MCU_ACROSS(16, 4); break;
+        case 5: MCU_ACROSS(16, 5); break;
+        default: MCU_ACROSS(16, p->taps); break;
+        }
+    }
+#undef MCU_ACROSS
+#else
+    (void)p, (void)dst_len, (void)even, (void)odd, (void)dst;
+#endif
 }
 
 #endif /* MCU_SIMD_H */

@@ -1125,15 +1125,56 @@ def scaled_at(
 def test_simd_switch() -> None:
     levels = _mix._SIMD_LEVELS
     assert levels[0] == "portable"
-    assert set(levels) <= {"portable", "sse2", "avx2"}
+    assert set(levels) <= {"portable", "sse2", "avx2", "avx512"}
     best = _mix._simd()
     assert best == levels[-1]  # import picks the best level the CPU has
     assert _mix._simd("portable") == best
     assert _mix._simd() == "portable"
     assert _mix._simd(best) == "portable"
-    with pytest.raises(ValueError, match="'avx512'"):
-        _mix._simd("avx512")
+    with pytest.raises(ValueError, match="'neon'"):
+        _mix._simd("neon")
     assert _mix._simd() == best
+
+
+def area_window(src_len: int, dst_len: int, first: int, last: int) -> int:
+    """Source columns spanned by outputs first..last of an area shrink, counted from the even
+    column at or before the first one's first tap (the taps window of every output is as wide
+    as the widest output's, moved left where it would end past the source)."""
+    lo = [j * src_len // dst_len for j in range(dst_len)]
+    hi = [-(-(j + 1) * src_len // dst_len) - 1 for j in range(dst_len)]
+    taps = max(h - lo_j + 1 for lo_j, h in zip(lo, hi))
+
+    def start(j: int) -> int:
+        return min(lo[j], src_len - taps)
+
+    return start(last) + taps - (start(first) & ~1)
+
+
+@pytest.mark.parametrize(
+    ("src_len", "dst_len"),
+    [(640, 426), (320, 213), (1280, 426), (640, 213), (1920, 400), (1280, 256), (999, 31)],
+)
+def test_line_plan_takes_the_widest_block_whose_windows_fit(src_len: int, dst_len: int) -> None:
+    def fits(block: int) -> bool:
+        return all(
+            area_window(src_len, dst_len, j, min(j + block, dst_len) - 1) <= 64
+            for j in range(0, dst_len, block)
+        )
+
+    want = 32 if fits(32) else 16 if fits(16) else 0
+    assert _mix._line_block(src_len, dst_len) == want
+
+
+def test_line_plans_of_the_common_tiles() -> None:
+    # the 3x3 tile's columns from 640 and 1280 sources, and a shrink past 3.8x that stays on
+    # the band path; enlarging reads fewer columns than it writes
+    assert _mix._line_block(640, 426) == 32
+    assert _mix._line_block(1280, 426) == 16
+    assert _mix._line_block(1920, 400) == 0
+    assert _mix._line_block(176, 426) == 32
+    assert _mix._line_block(426, 426) == 0  # copied columns need no plan
+    with pytest.raises(ValueError, match="positive"):
+        _mix._line_block(0, 4)
 
 
 @SOME
@@ -1189,6 +1230,7 @@ def test_simd_levels_are_bit_identical(
         ((640, 360), (0, 0, 426, 240)),
         ((176, 144), (11, 7, 1269, 713)),  # enlarge
         ((1920, 1080), (5, 5, 1001, 17)),  # pillarbox, a short last band
+        ((1920, 1080), (3, 1, 400, 225)),  # columns past the AVX-512 window: the band path
     ],
 )
 def test_simd_levels_agree_on_tiles(
