@@ -4,7 +4,7 @@ Every method builds the same full I420 canvas from the same decoded pictures, on
 picture per tile, letterboxed into the tile the way `mcu._mix.scale_into_tile` does it. The
 methods are timed round-robin within each case and reported as the median ms per canvas.
 
-    .venv/bin/python benchmarks/bench_composite.py [--quick] [--json FILE]
+    .venv/bin/python benchmarks/bench_composite.py [--quick] [--json FILE] [--simd LEVEL]
 
 All methods run on one thread (OpenCV and ffmpeg are told so); the numpy reference may use as
 many threads as its BLAS library picks.
@@ -555,7 +555,15 @@ def all_cases(layouts: dict[str, Layout], pictures: Sequence[av.VideoFrame]) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = common.parser(__doc__.splitlines()[0])
+    args.add_argument(
+        "--simd",
+        choices=_mix._SIMD_LEVELS,
+        help="run the kernel at this SIMD level (default: the best this CPU has)",
+    )
+    options = args.parse_args(argv)
+    if options.simd is not None:
+        _mix._simd(options.simd)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rounds = QUICK_ROUNDS if options.quick else DEFAULT_ROUNDS
     if options.rounds is not None:
@@ -572,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     libyuv = load_libyuv()
     ffmpeg = shutil.which("ffmpeg")
     notes = [
-        f"kernel: mcu._mix (compiled {Path(_mix.__file__).name})",
+        f"kernel: mcu._mix (compiled {Path(_mix.__file__).name}), SIMD level {_mix._simd()}",
         "opencv: skipped, cv2 is not importable (pip install -e '.[bench]')"
         if cv2 is None
         else f"opencv: {cv2.__version__}, INTER_AREA, 1 thread",

@@ -72,6 +72,28 @@ def test_composite_benchmark_rows(tmp_path: Path) -> None:
         assert sorted(methods) == sorted(wanted), case
 
 
+@pytest.mark.timeout(150)
+def test_composite_benchmark_runs_the_kernel_at_a_chosen_simd_level(tmp_path: Path) -> None:
+    script = str(BENCHMARKS / "bench_composite.py")
+    out = tmp_path / "portable.json"
+    done = subprocess.run(
+        [sys.executable, script, "--quick", "--simd", "portable", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SIMD level portable" in done.stdout
+    assert any(row["method"] == "kernel" for row in json.loads(out.read_text(encoding="utf-8")))
+
+    wrong = subprocess.run(
+        [sys.executable, script, "--simd", "neon"], capture_output=True, text=True, check=False
+    )
+    assert wrong.returncode == 2
+    assert "invalid choice: 'neon'" in wrong.stderr
+
+
 @pytest.mark.timeout(90)
 def test_audio_benchmark_rows(tmp_path: Path) -> None:
     rows = run_quick("bench_audio", tmp_path)
