@@ -380,9 +380,9 @@ cdef class _Scratch:
             if p == NULL:
                 raise MemoryError(f"no memory for a {width}-sample band")
             self.mixed = <uint16_t *>p
-            # each half: the line's columns, rounded up to whole 64-column loads, and a window
-            # of 32 words read from any of them
-            # (whole cache lines: the vertical pass stores 64 bytes at a time)
+            # each half: the line's columns rounded up to whole 64-column loads, and the 32
+            # words a horizontal window may read past them; from a cache-line boundary, since
+            # the vertical pass stores 64 bytes at a time
             free(self.halves)
             self.half = (width // 2 + 64 + 31) // 32 * 32
             self.halves = <uint16_t *>mcu_alloc64(4 * self.half * sizeof(uint16_t))
