@@ -187,7 +187,8 @@ cdef class _Weights:
         ):
             raise MemoryError(f"no memory for a {src_len} -> {dst_len} weight table")
         _fill_table(&self.t)
-        if self.t.kind != COPY and mcu_plan_build(
+        # only where the line path can run: elsewhere the plan would never be read
+        if _best >= MCU_AVX512 and self.t.kind != COPY and mcu_plan_build(
             &self.t.plan, self.t.start, self.t.weight, self.t.taps, dst_len
         ) != 0:
             raise MemoryError(f"no memory for a {src_len} -> {dst_len} line plan")
@@ -733,9 +734,9 @@ cdef void _resample_lines(
     const uint8_t *src, Py_ssize_t src_stride,
     uint8_t *dst, Py_ssize_t dst_stride,
 ) noexcept nogil:
-    """`_resample_fixed` with AVX-512, one output row at a time through `mcu_line_wide`: the
-    horizontal pass permutes its taps out of the row, so nothing is transposed. For axes whose
-    plan fits (`h.plan.block`), not for copied columns."""
+    """`_resample_fixed` with AVX-512, one output row at a time (`mcu_line_down`, then
+    `mcu_line_across`): the horizontal pass permutes its taps out of the row, so nothing is
+    transposed. For axes whose plan fits (`h.plan.block`), not for copied columns."""
     cdef Py_ssize_t i, later
     cdef mcu_line line
     cdef uint16_t *even
@@ -754,6 +755,9 @@ cdef void _resample_lines(
         if later < v.dst_len:
             line.ahead = src + (v.start[later] + v.lead[later]) * src_stride
             line.ahead_rows = v.factor if v.factor else v.count[later]
+            if line.ahead_rows > MCU_WIDE:
+                # a big shrink: the hardware prefetcher follows the rest of its rows
+                line.ahead_rows = MCU_WIDE
         else:
             line.ahead = src
             line.ahead_rows = 0

@@ -42,8 +42,10 @@ static int mcu_best_level(void)
 {
 #if MCU_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi"))
+    /* the AVX-512 level still runs the AVX2 bands where its plans do not fit */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+        && __builtin_cpu_supports("avx512vbmi"))
         return MCU_AVX512;
     return __builtin_cpu_supports("avx2") ? MCU_AVX2 : MCU_SSE2;
 #else
@@ -614,16 +616,18 @@ static void mcu_spread_wide(const uint8_t *out, ptrdiff_t width, uint8_t *dst,
 
 /* ---- the AVX-512 line pipeline: one output row at a time, no transposes ------------------ */
 
-/* With AVX-512BW one instruction (vpermt2w) picks any 32 words out of 64, so the horizontal
- * pass can gather its taps straight out of a row instead of transposing bands. Each output row
- * is computed in two steps:
+/* With AVX-512 VBMI one instruction (vpermt2b) picks any 64 bytes out of 128, i.e. any 32 words
+ * out of 64, so the horizontal pass can gather its taps straight out of a row instead of
+ * transposing bands. (vpermt2w, in plain AVX-512BW, does the same with word indices but takes
+ * three micro-ops where vpermt2b takes one, and was measured slower.) Each output row is
+ * computed in two steps:
  *   1. the vertical pass of the row (as _vertical of _mix.pyx), split into its even and odd
  *      columns, which is how a 64-byte load widens to 16 bits without byte shuffles;
  *   2. the horizontal pass in blocks of `block` outputs: the block's source columns lie in a
  *      window of 64 columns from an even column, i.e. 32 even and 32 odd words, and each tap is
  *      one permute of that window, one multiply and one add; the result is narrowed to bytes
  *      and stored into the canvas row.
- * The plan of a horizontal axis holds, per block, its window and per tap the 16-bit index of
+ * The plan of a horizontal axis holds, per block, its window and per tap the byte indices of
  * every output's source column in the window and its weight. */
 #define MCU_WINDOW 64
 
@@ -648,11 +652,12 @@ static void *mcu_alloc64(size_t size)
 static int mcu_plan_fits(const int32_t *start, ptrdiff_t taps, ptrdiff_t dst_len,
                          ptrdiff_t block)
 {
-    ptrdiff_t first, last;
+    ptrdiff_t first, j;
     for (first = 0; first < dst_len; first += block) {
-        last = first + block < dst_len ? first + block - 1 : dst_len - 1;
-        if (start[last] + taps - 1 - (start[first] & ~1) >= MCU_WINDOW)
-            return 0;
+        int32_t from = start[first] & ~1;
+        for (j = first; j < first + block && j < dst_len; j++)
+            if (start[j] < from || start[j] + taps - 1 - from >= MCU_WINDOW)
+                return 0;
     }
     return 1;
 }

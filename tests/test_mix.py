@@ -1136,35 +1136,39 @@ def test_simd_switch() -> None:
     assert _mix._simd() == best
 
 
-def area_window(src_len: int, dst_len: int, first: int, last: int) -> int:
-    """Source columns spanned by outputs first..last of an area shrink, counted from the even
-    column at or before the first one's first tap (the taps window of every output is as wide
-    as the widest output's, moved left where it would end past the source)."""
+def widest_window(src_len: int, dst_len: int, block: int) -> int:
+    """The most source columns any block of `block` outputs of an area shrink spans, counted
+    from the even column at or before the block's first tap (every output's taps window is as
+    wide as the widest output's, moved left where it would end past the source)."""
     lo = [j * src_len // dst_len for j in range(dst_len)]
     hi = [-(-(j + 1) * src_len // dst_len) - 1 for j in range(dst_len)]
     taps = max(h - lo_j + 1 for lo_j, h in zip(lo, hi))
+    start = [min(lo_j, src_len - taps) for lo_j in lo]
+    return max(
+        start[min(j + block, dst_len) - 1] + taps - (start[j] & ~1)
+        for j in range(0, dst_len, block)
+    )
 
-    def start(j: int) -> int:
-        return min(lo[j], src_len - taps)
 
-    return start(last) + taps - (start(first) & ~1)
+needs_line_path = pytest.mark.skipif(
+    "avx512" not in _mix._SIMD_LEVELS, reason="this CPU has no AVX-512 VBMI: no line plans"
+)
 
 
+@needs_line_path
 @pytest.mark.parametrize(
     ("src_len", "dst_len"),
     [(640, 426), (320, 213), (1280, 426), (640, 213), (1920, 400), (1280, 256), (999, 31)],
 )
 def test_line_plan_takes_the_widest_block_whose_windows_fit(src_len: int, dst_len: int) -> None:
     def fits(block: int) -> bool:
-        return all(
-            area_window(src_len, dst_len, j, min(j + block, dst_len) - 1) <= 64
-            for j in range(0, dst_len, block)
-        )
+        return widest_window(src_len, dst_len, block) <= 64
 
     want = 32 if fits(32) else 16 if fits(16) else 0
     assert _mix._line_block(src_len, dst_len) == want
 
 
+@needs_line_path
 def test_line_plans_of_the_common_tiles() -> None:
     # the 3x3 tile's columns from 640 and 1280 sources, and a shrink past 3.8x that stays on
     # the band path; enlarging reads fewer columns than it writes
@@ -1175,6 +1179,32 @@ def test_line_plans_of_the_common_tiles() -> None:
     assert _mix._line_block(426, 426) == 0  # copied columns need no plan
     with pytest.raises(ValueError, match="positive"):
         _mix._line_block(0, 4)
+
+
+@needs_line_path
+@pytest.mark.parametrize(
+    ("src_w", "w", "block"),
+    [(89, 45, 32), (92, 46, 32), (83, 21, 16), (95, 24, 16)],
+)
+def test_line_path_at_the_edge_of_its_window(src_w: int, w: int, block: int) -> None:
+    # blocks that read exactly 64 columns, the last the window holds, give the portable bytes
+    assert widest_window(src_w, w, block) == 64
+    if block == 16:
+        assert widest_window(src_w, w, 32) > 64
+    assert _mix._line_block(src_w, w) == block
+    src = noise(37, src_w + 9, seed=src_w)[:, :src_w]
+    want = scaled_at("portable", src, (3, 1, w, 23), 9)
+    got = scaled_at("avx512", src, (3, 1, w, 23), 9)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("src_w", "w"), [(50, 3), (20, 15), (64, 1), (7, 5), (130, 17)])
+def test_simd_levels_agree_on_narrow_tiles(src_w: int, w: int) -> None:
+    # fewer outputs than one block: a single masked store per row
+    src = noise(40, src_w, seed=w)
+    want = scaled_at("portable", src, (5, 2, w, 9), 4)
+    for level in _mix._SIMD_LEVELS[1:]:
+        np.testing.assert_array_equal(scaled_at(level, src, (5, 2, w, 9), 4), want, err_msg=level)
 
 
 @SOME
