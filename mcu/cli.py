@@ -114,8 +114,12 @@ def _token() -> int:
     token, digest = new_token()
     print(f"token        = {token}")
     print(f'token_sha256 = "{digest}"')
-    print("Give the token to the site; put token_sha256 in its [rooms.<room>.sites.<site>] table.",
-          file=sys.stderr)
+    print(
+        "For a site: give it the token and put token_sha256 in its [rooms.<room>.sites.<site>]"
+        " table. For the operator: set MCU_OPERATOR_TOKEN to the token (or write it to the file"
+        " named by server.operator_token_file).",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -127,7 +131,8 @@ def _layouts(directory: Path | None, preview: Path | None) -> int:
     for name, layout in sorted(library.layouts.items()):
         roles = sorted({t.role for t in layout.tiles if t.role})
         extra = f"  [{', '.join(roles)}]" if roles else ""
-        print(f"{name:14} {layout.capacity:3} tiles  {layout.description}{extra}")
+        tiles = "tile " if layout.capacity == 1 else "tiles"
+        print(f"{name:14} {layout.capacity:3} {tiles}  {layout.description}{extra}")
     for name, group in sorted(library.groups.items()):
         steps = ", ".join(
             f"{lo}{'+' if hi is None else '' if hi == lo else f'-{hi}'}: {layout}"
