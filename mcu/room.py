@@ -175,7 +175,7 @@ class Room:
         # a peer connection that fails or closes ends the session like a hang-up
         await site.closed.wait()
         if self.sites.get(site.id) is site:
-            await self._remove(site, "connection lost")
+            await self._remove(site, "hung up" if site.ended_by_peer else "connection lost")
 
     def _remember(self, site: Site) -> None:
         self._links[site.id] = RememberedLink(site.profile.name, site.uplink.bps,

@@ -139,6 +139,10 @@ class Site:
         self._video_receiver: RTCRtpReceiver | None = None
         self.joined = time.monotonic()
         self.closed = asyncio.Event()
+        # the site closed its end cleanly (a DTLS close, as a browser sends when its page
+        # closes): a hang-up, where a failed connection is a loss
+        self.ended_by_peer = False
+        self._closing = False  # close() was called here
         self._drains: list[asyncio.Task[None]] = []
 
     @property
@@ -173,6 +177,8 @@ class Site:
             logger.info("room=%s site=%s connection %s", self.room_id, self.id,
                         pc.connectionState)
             if pc.connectionState in ("failed", "closed"):
+                # aiortc closes the connection itself when the remote's DTLS close arrives
+                self.ended_by_peer = pc.connectionState == "closed" and not self._closing
                 self.closed.set()
             elif pc.connectionState == "connected":
                 # the budget at once: a sender starts at its own rate until told otherwise
@@ -374,6 +380,7 @@ class Site:
 
     async def close(self) -> None:
         """Hang up: stop our tracks and drains and close the peer connection."""
+        self._closing = True
         self.video_out.stop()
         self.audio_out.stop()
         await self.pc.close()

@@ -6,6 +6,7 @@ interval, and the sites keep receiving."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -165,8 +166,11 @@ async def test_garbage_on_a_media_port_is_ignored(mcu_server) -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_two_sites_leaving_together_and_one_vanishing(mcu_server) -> None:
+async def test_two_sites_leaving_together_and_one_vanishing(
+    mcu_server, caplog: pytest.LogCaptureFixture
+) -> None:
     _, room, calls = await start_room(mcu_server, SITES)
+    caplog.set_level(logging.INFO, logger="mcu.room")
     try:
         reset_gaps(room)
         since = time.monotonic()
@@ -177,6 +181,15 @@ async def test_two_sites_leaving_together_and_one_vanishing(mcu_server) -> None:
                     "both to leave the roster")
         await asyncio.sleep(1.0)
         assert_no_output_gap(room, [calls["hq"], calls["north"]], since)
+        # south closed its connection cleanly (a DTLS close): that is hanging up, not a loss
+        reasons = {
+            site: message.split("left (")[1].split(")")[0]
+            for record in caplog.records
+            for message in [record.getMessage()]
+            for site in ("centre", "south")
+            if f"site={site} left (" in message
+        }
+        assert reasons == {"centre": "hung up", "south": "hung up"}
     finally:
         await asyncio.gather(*(call.hang_up() for call in calls.values()))
 
