@@ -90,6 +90,7 @@ cdef extern from "_simd.h":
         Py_ssize_t dst_len,
     ) noexcept nogil
     void mcu_plan_free(mcu_plan *p) noexcept nogil
+    void mcu_prefetch_row(uint8_t *p, Py_ssize_t len) noexcept nogil
     void mcu_line_down(
         const mcu_line *l, Py_ssize_t stride, Py_ssize_t width, uint16_t *even, uint16_t *odd
     ) noexcept nogil
@@ -765,6 +766,9 @@ cdef void _resample_lines(
         # horizontal pass loads across them
         even = scratch.halves + (i & 1) * 2 * scratch.half
         mcu_line_down(&line, src_stride, h.src_len, even, even + scratch.half)
+        if later < v.dst_len:
+            # the canvas row the later line writes, too (5-10 % of a 3x3 canvas of 640x360)
+            mcu_prefetch_row(dst + later * dst_stride, h.dst_len)
         if i > 0:
             even = scratch.halves + ((i - 1) & 1) * 2 * scratch.half
             mcu_line_across(

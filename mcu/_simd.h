@@ -722,6 +722,17 @@ static void mcu_plan_free(mcu_plan *p)
     p->block = 0;
 }
 
+/* Fetch the `len` bytes at `p`, which are about to be written (a canvas row a few lines ahead:
+ * its stores then find their cache lines present). */
+static inline void mcu_prefetch_row(uint8_t *p, ptrdiff_t len)
+{
+    ptrdiff_t k;
+    for (k = 0; k < len; k += 64)
+        __builtin_prefetch(p + k, 1, 3);
+    if (len > 0)
+        __builtin_prefetch(p + len - 1, 1, 3);
+}
+
 /* One output row of the vertical pass: `count` source rows from `first` (modes as mcu_band).
  * `ahead` and `ahead_rows`: the source rows a later output row reads, prefetched on the way. */
 typedef struct {
