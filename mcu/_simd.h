@@ -92,32 +92,6 @@ static inline void mcu_halve16(const uint8_t *a, const uint8_t *b, uint8_t *d, p
 }
 #endif
 
-static void mcu_halve_sse2(const uint8_t *src, ptrdiff_t src_stride, uint8_t *dst,
-                           ptrdiff_t dst_stride, ptrdiff_t w, ptrdiff_t h)
-{
-    ptrdiff_t row, k;
-    for (row = 0; row < h; row++) {
-        const uint8_t *a = src + 2 * row * src_stride;
-        const uint8_t *b = a + src_stride;
-        uint8_t *d = dst + row * dst_stride;
-        k = 0;
-#if MCU_X86
-        for (; k + 16 <= w; k += 16) {
-            if (row + MCU_HALVE_AHEAD < h)
-                MCU_PREFETCH(a + 2 * MCU_HALVE_AHEAD * src_stride, src_stride, 2, 2 * k);
-            mcu_halve16(a, b, d, k);
-        }
-        /* the rest: the block ending at the edge, a few outputs written twice alike */
-        if (k < w && w >= 16) {
-            mcu_halve16(a, b, d, w - 16);
-            k = w;
-        }
-#endif
-        for (; k < w; k++)
-            d[k] = (uint8_t)((a[2 * k] + a[2 * k + 1] + b[2 * k] + b[2 * k + 1] + 2) >> 2);
-    }
-}
-
 /* ---- exact 4x shrink: the sum of each 4x4 block, (sum + 8) >> 4 ------------------------- */
 
 #if MCU_X86
@@ -155,35 +129,66 @@ static inline void mcu_quarter16(const uint8_t *a, ptrdiff_t stride, uint8_t *d,
 }
 #endif
 
-static void mcu_quarter_sse2(const uint8_t *src, ptrdiff_t src_stride, uint8_t *dst,
-                             ptrdiff_t dst_stride, ptrdiff_t w, ptrdiff_t h)
+#if MCU_X86
+/* outputs k .. k + 15 of an exact shrink by `factor` (2 or 4) from the rows at a */
+static inline __attribute__((always_inline)) void mcu_shrink16(
+    const uint8_t *a, ptrdiff_t stride, uint8_t *d, ptrdiff_t k, const int factor)
 {
+    if (factor == 2)
+        mcu_halve16(a, a + stride, d, k);
+    else
+        mcu_quarter16(a, stride, d, k);
+}
+#endif
+
+/* The row loop of both exact shrinks, inlined with `factor` (2 or 4) constant: 16 outputs at a
+ * time, then the block ending at the edge (a few outputs written twice alike) rather than a slow
+ * tail; the scalar loop takes rows under 16 outputs and other CPUs. Each output row reads
+ * `factor` source rows, so the prefetch looks 2 * AHEAD / factor output rows ahead: the same
+ * source distance for both. */
+static inline __attribute__((always_inline)) void mcu_shrink_sse2(
+    const uint8_t *src, ptrdiff_t src_stride, uint8_t *dst, ptrdiff_t dst_stride, ptrdiff_t w,
+    ptrdiff_t h, const int factor)
+{
+    const int shift = factor == 2 ? 2 : 4; /* log2 of the factor * factor samples summed */
     ptrdiff_t row, k;
     for (row = 0; row < h; row++) {
-        const uint8_t *a = src + 4 * row * src_stride;
+        const uint8_t *a = src + factor * row * src_stride;
         uint8_t *d = dst + row * dst_stride;
         k = 0;
 #if MCU_X86
         for (; k + 16 <= w; k += 16) {
-            /* half the 2x distance: each output row reads twice as many source rows */
-            if (row + MCU_HALVE_AHEAD / 2 < h)
-                MCU_PREFETCH(a + 2 * MCU_HALVE_AHEAD * src_stride, src_stride, 4, 4 * k);
-            mcu_quarter16(a, src_stride, d, k);
+            if (row + 2 * MCU_HALVE_AHEAD / factor < h)
+                MCU_PREFETCH(a + 2 * MCU_HALVE_AHEAD * src_stride, src_stride, factor,
+                             factor * k);
+            mcu_shrink16(a, src_stride, d, k, factor);
         }
-        if (k < w && w >= 16) { /* as in mcu_halve_sse2 */
-            mcu_quarter16(a, src_stride, d, w - 16);
+        if (k < w && w >= 16) {
+            mcu_shrink16(a, src_stride, d, w - 16, factor);
             k = w;
         }
 #endif
         for (; k < w; k++) {
             unsigned sum = 0;
             int t, c;
-            for (t = 0; t < 4; t++)
-                for (c = 0; c < 4; c++)
-                    sum += a[t * src_stride + 4 * k + c];
-            d[k] = (uint8_t)((sum + 8) >> 4);
+            for (t = 0; t < factor; t++)
+                for (c = 0; c < factor; c++)
+                    sum += a[t * src_stride + factor * k + c];
+            d[k] = (uint8_t)((sum + (1u << (shift - 1))) >> shift);
         }
     }
+}
+
+static void mcu_halve_sse2(const uint8_t *src, ptrdiff_t src_stride, uint8_t *dst,
+                           ptrdiff_t dst_stride, ptrdiff_t w, ptrdiff_t h)
+{
+    mcu_shrink_sse2(src, src_stride, dst, dst_stride, w, h, 2);
+}
+
+static void mcu_quarter_sse2(const uint8_t *src, ptrdiff_t src_stride, uint8_t *dst,
+                             ptrdiff_t dst_stride, ptrdiff_t w, ptrdiff_t h)
+{
+    mcu_shrink_sse2(src, src_stride, dst, dst_stride, w, h, 4);
 }
 
 /* ---- the AVX2 band pipeline: WIDE rows per band -------------------------------------------- */
